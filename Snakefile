@@ -1,0 +1,45 @@
+# skysift: radio continuum survey tiles -> a science-ready Parquet catalogue.
+#
+# Paths: every output lives under results/ (relative to the working directory, see
+# --directory); per tile: results/{tiles,cutouts,components,catalogue}/{tile}...; logs/ and
+# benchmarks/ mirror the rule names. The tiles come from the manifest named by
+# tiles.manifest; the embedded default catalogues a simulated EMU-like survey.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+
+
+wildcard_constraints:
+    tile=alternatives(TILES),
+    sim_tile=alternatives(SIM_TILES),
+    shard=r"\d+",
+
+
+include: "rules/simulate.smk"
+include: "rules/tiles.smk"
+include: "rules/extract.smk"
+include: "rules/catalogue.smk"
+include: "rules/evaluate.smk"
+
+
+localrules:
+    all,
+    all_emu_tiles,
+
+
+rule all_emu_tiles:
+    default_target: True
+    input:
+        get_final_outputs(),
+
+
+rule all:
+    input:
+        rules.all_emu_tiles.input,

@@ -1,0 +1,46 @@
+# Per-tile catalogues and the survey-wide Parquet dataset.
+
+
+rule merge_tile_catalogue:
+    input:
+        components="results/components/{tile}.parquet",
+        cutouts="results/cutouts/{tile}/cutouts.parquet",
+    output:
+        components="results/catalogue/{tile}/components.parquet",
+        cutouts="results/catalogue/{tile}/cutouts.parquet",
+        sources="results/catalogue/{tile}/sources.parquet",
+    log:
+        "logs/merge_tile_catalogue/{tile}.log",
+    benchmark:
+        "benchmarks/merge_tile_catalogue/{tile}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        config_hash=CATALOGUE_CONFIG_HASH,
+    script:
+        "../workflow_scripts/merge_tile_catalogue.py"
+
+
+rule build_survey_dataset:
+    input:
+        sources=catalogue_paths("sources"),
+        components=catalogue_paths("components"),
+        cutouts=catalogue_paths("cutouts"),
+    output:
+        survey=directory("results/survey"),
+    log:
+        "logs/build_survey_dataset/survey.log",
+    benchmark:
+        "benchmarks/build_survey_dataset/survey.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow_scripts/build_survey_dataset.py"

@@ -1,0 +1,112 @@
+"""SEP extraction on hand-made tiles with known sources."""
+
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+from numpy.testing import assert_allclose
+
+from conftest import casda_header, gaussian_image, write_tile
+from skysift.extract import ExtractSettings, extract_components, iau_names, position_angle_east_of_north
+from skysift.tileio import open_tile
+
+BEAM_SIGMA = 7.5 / 2.3548  # 15" beam at 2"/px
+
+
+def test_point_sources_found_with_true_positions_and_fluxes(point_tile):
+    path, sources = point_tile
+    tile = open_tile(path)
+    comp = extract_components(tile, "T", ExtractSettings(back_size=64))
+    assert len(comp) == len(sources)  # no spurious detection in beam-correlated noise
+    for x, y, peak in sources:
+        d = np.hypot(comp.x - x, comp.y - y)
+        row = comp.iloc[int(np.argmin(d))]
+        snr = peak / 25e-6
+        assert d.min() < 1.5 / np.sqrt(snr / 8)  # pixels; ~0.6 beam-sigma / (S/N / 8)^0.5
+        # a point source: integrated flux (mJy) = peak (mJy/beam), within its stated error
+        # (plus 2% for the wings outside the aperture and the max-pixel bias of the peak)
+        assert abs(row.flux_int - peak * 1e3) < 4 * row.flux_int_err + 0.02 * peak * 1e3
+        assert abs(row.flux_peak - peak * 1e3) < 4 * row.flux_peak_err + 0.02 * peak * 1e3
+        assert 2 * row.flux_peak_err < row.flux_int_err < 5 * row.flux_peak_err
+        assert_allclose(row.rms_image, 0.025, rtol=0.15)
+        sky = tile.wcs.pixel_to_world(x, y).icrs
+        assert sky.separation(__import__("astropy.coordinates", fromlist=["SkyCoord"]).SkyCoord(
+            row.ra_deg_cont, row.dec_deg_cont, unit="deg")).arcsec < 3 / np.sqrt(snr / 8)
+    assert (comp.maj_axis > 10).all() and (comp.maj_axis < 22).all()  # ~15" beam
+    assert comp.component_id.is_unique and comp.component_id.str.startswith("T_c").all()
+
+
+def test_matched_filter_is_unreliable_in_correlated_noise(tmp_path):
+    """Why filter_kernel defaults to none: SEP's 3x3 filter assumes independent pixels."""
+    img = gaussian_image(512, 512, [], beam_sigma_pix=BEAM_SIGMA, rms=25e-6, seed=11)
+    tile = open_tile(write_tile(tmp_path / "noise.fits", img, casda_header(512, 512)))
+    none = extract_components(tile, "N", ExtractSettings(back_size=64))
+    default = extract_components(tile, "N", ExtractSettings(back_size=64, filter_kernel="default"))
+    assert len(none) <= 1
+    assert len(default) > len(none) + 3
+
+
+def test_strips_give_the_same_catalogue_as_one_pass(tmp_path):
+    rng = np.random.default_rng(5)
+    sources = [(x, y, p) for x, y, p in zip(rng.uniform(10, 390, 40), rng.uniform(10, 890, 40),
+                                             rng.uniform(3e-4, 5e-3, 40))]
+    img = gaussian_image(900, 400, sources, beam_sigma_pix=BEAM_SIGMA, rms=25e-6, seed=6)
+    tile = open_tile(write_tile(tmp_path / "t.fits", img, casda_header(900, 400)))
+    whole = extract_components(tile, "T", ExtractSettings(back_size=64, strip_rows=4096))
+    strips = extract_components(tile, "T", ExtractSettings(back_size=64, strip_rows=384, strip_overlap=128))
+    assert len(whole) == len(strips)
+    assert_allclose(strips.x, whole.x, atol=0.05)
+    assert_allclose(strips.y, whole.y, atol=0.05)
+    assert_allclose(strips.flux_int, whole.flux_int, rtol=0.05)
+
+
+def test_empty_tile_gives_empty_table(tmp_path):
+    img = np.zeros((128, 128), np.float32)
+    img += np.random.default_rng(0).normal(0, 1e-6, img.shape).astype(np.float32) * 0
+    tile = open_tile(write_tile(tmp_path / "e.fits", gaussian_image(128, 128, [], beam_sigma_pix=BEAM_SIGMA,
+                                                                     rms=25e-6, seed=2), casda_header(128, 128)))
+    comp = extract_components(tile, "E", ExtractSettings(back_size=32, thresh_sigma=50))
+    assert len(comp) == 0 and "flux_int" in comp.columns
+
+
+def test_nan_border_is_masked_and_flagged(tmp_path):
+    img = gaussian_image(256, 256, [(35, 128, 2e-3), (180, 128, 2e-3)], beam_sigma_pix=BEAM_SIGMA, rms=25e-6)
+    img[:, :30] = np.nan
+    tile = open_tile(write_tile(tmp_path / "n.fits", img, casda_header(256, 256)))
+    comp = extract_components(tile, "N", ExtractSettings(back_size=64))
+    assert len(comp) == 2
+    near_edge = comp.loc[comp.x.idxmin()]
+    assert near_edge["flags"] & 1 and not comp.loc[comp.x.idxmax(), "flags"] & 1
+
+
+@pytest.mark.parametrize("rotation", [0, 30, 75, 150])
+def test_position_angle_east_of_north(rotation):
+    """A pixel direction along +y is north when the image is not rotated; rotating the sky
+    grid by `rotation` degrees (PC matrix, east = -x) moves that direction to PA = rotation."""
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    w.wcs.crval = [10.0, -30.0]
+    w.wcs.crpix = [50, 50]
+    w.wcs.cdelt = [-2 / 3600, 2 / 3600]
+    t = np.deg2rad(rotation)
+    w.wcs.pc = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    pa = position_angle_east_of_north(w, np.array([49.0]), np.array([49.0]), np.array([np.pi / 2]))
+    assert_allclose(pa, rotation % 180, atol=0.01)
+
+
+def test_iau_names_truncate():
+    # 328.5 deg = 21h54m00.0s; -55.0 deg; 10.6846 deg = 00h42m44.3s, 41.2692 = +41d16m09s
+    assert iau_names([328.5, 10.6846], [-55.0, 41.26917]) == ["J215400.0-550000", "J004244.3+411609"]
+
+
+@pytest.mark.parametrize("q", [0.05, 0.3, 0.6])
+def test_isophote_size_correction_recovers_gaussian_sigma(q):
+    """Second moment of a sampled Gaussian inside its q-isophote, corrected, gives sigma."""
+    from skysift.extract import isophote_size_correction
+
+    sigma = 6.0
+    yy, xx = np.mgrid[-60:61, -60:61].astype(float)
+    img = np.exp(-(xx**2 + yy**2) / (2 * sigma**2))
+    inside = img >= q
+    measured = np.sqrt((img[inside] * xx[inside] ** 2).sum() / img[inside].sum())
+    assert measured < sigma * 0.99
+    assert_allclose(measured * isophote_size_correction(q), sigma, rtol=0.02)

@@ -1,0 +1,16 @@
+"""Entry point of rule simulate_survey: one simulated EMU-like tile with its truth."""
+
+from skysift.runtime import rule_logging
+from skysift.simulate import SimulationSettings, simulate_tile
+
+with rule_logging(snakemake.log[0]):
+    tile = snakemake.params.tile
+    simulate_tile(
+        tile["tile_id"], tile["ra"], tile["dec"], tile["seed"],
+        SimulationSettings(**snakemake.params.settings),
+        radio_path=snakemake.output.radio,
+        ir_path=snakemake.output.get("ir"),
+        truth_components_path=snakemake.output.truth_components,
+        truth_sources_path=snakemake.output.truth_sources,
+        meta_path=snakemake.output.meta,
+    )

@@ -1,0 +1,211 @@
+"""
+Column contracts of every table skysift writes.
+
+One place defines, per table, each column's name, Arrow type, unit and description. Writers
+build their Arrow schema from here (so an empty tile still has the right types), and the unit
+and description go into the Parquet field metadata under the keys ``unit`` and
+``description``, where pyarrow, DuckDB and astropy users can read them.
+
+Conventions: sky positions are ICRS degrees as float64; fluxes are mJy (integrated) and
+mJy/beam (peak, rms); sizes are FWHM in arcsec; position angles are degrees east of north;
+pixel coordinates are 0-based ``(x, y)`` in the tile's FITS grid (x along NAXIS1), bounds are
+half-open ``[min, max)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+__all__ = ["Column", "TABLES", "arrow_schema", "table_from_columns"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: name, Arrow type, unit ('' when dimensionless) and description."""
+
+    name: str
+    type: pa.DataType
+    unit: str
+    description: str
+
+
+def _c(name, type_, unit, description):
+    return Column(name, type_, unit, description)
+
+
+F64, F32, I64, I32, STR, BOOL = pa.float64(), pa.float32(), pa.int64(), pa.int32(), pa.string(), pa.bool_()
+
+COMPONENTS = [
+    _c("component_id", STR, "", "Unique component identifier: <tile_id>_c<serial>"),
+    _c("component_name", STR, "", "IAU-style name 'J' + HHMMSS.s + DDMMSS from the ICRS position"),
+    _c("island_id", STR, "", "Identifier of the SEP detection island the component belongs to"),
+    _c("tile_id", STR, "", "Survey tile the component was extracted from"),
+    _c("ra_deg_cont", F64, "deg", "Right ascension (ICRS) of the windowed centroid"),
+    _c("dec_deg_cont", F64, "deg", "Declination (ICRS) of the windowed centroid"),
+    _c("ra_err", F32, "arcsec", "1-sigma uncertainty of the right ascension (times cos dec)"),
+    _c("dec_err", F32, "arcsec", "1-sigma uncertainty of the declination"),
+    _c("x", F64, "pix", "0-based x pixel (NAXIS1 axis) of the windowed centroid in the tile"),
+    _c("y", F64, "pix", "0-based y pixel (NAXIS2 axis) of the windowed centroid in the tile"),
+    _c("flux_peak", F32, "mJy/beam", "Peak surface brightness above the background"),
+    _c("flux_peak_err", F32, "mJy/beam", "Uncertainty of flux_peak (local rms)"),
+    _c("flux_int", F32, "mJy", "Integrated flux density in the Kron ellipse (sum / beam area)"),
+    _c("flux_int_err", F32, "mJy", "Uncertainty of flux_int from the rms map and beam-correlated noise"),
+    _c("flux_iso", F32, "mJy", "Isophotal flux density (pixels above threshold / beam area)"),
+    _c("maj_axis", F32, "arcsec", "FWHM of the major axis: isophotal second moments corrected for the isophote cut of a Gaussian (not deconvolved)"),
+    _c("min_axis", F32, "arcsec", "FWHM of the minor axis of the second-moment ellipse (not deconvolved)"),
+    _c("pos_ang", F32, "deg", "Position angle of the major axis, east of north"),
+    _c("kron_radius", F32, "", "Kron radius in units of the ellipse semi-axes"),
+    _c("rms_image", F32, "mJy/beam", "Local rms noise from the background map at the component"),
+    _c("snr", F32, "", "flux_peak / rms_image"),
+    _c("npix", I32, "pix", "Number of pixels above the detection threshold"),
+    _c("sep_flags", I32, "", "SEP extraction flags (1 merged, 2 truncated, 4..: see sep docs)"),
+    _c("flags", I32, "", "skysift flags: 1 NaN within the aperture, 2 touches a strip seam, 4 sep limit raised"),
+]
+
+CUTOUTS = [
+    _c("cutout_id", STR, "", "Unique cutout identifier: <tile_id>_y<row>_x<col>"),
+    _c("tile_id", STR, "", "Survey tile the cutout is cut from"),
+    _c("shard", I32, "", "Inference shard holding the cutout (results/cutouts/<tile>/shard-<k>.h5)"),
+    _c("row", I32, "", "Row index of the cutout in the tile grid"),
+    _c("col", I32, "", "Column index of the cutout in the tile grid"),
+    _c("x_min", I32, "pix", "First tile x pixel of the cutout"),
+    _c("x_max", I32, "pix", "One past the last tile x pixel of the cutout"),
+    _c("y_min", I32, "pix", "First tile y pixel of the cutout"),
+    _c("y_max", I32, "pix", "One past the last tile y pixel of the cutout"),
+    _c("core_x_min", I32, "pix", "First tile x pixel of the core the cutout owns"),
+    _c("core_x_max", I32, "pix", "One past the last x pixel of the owned core"),
+    _c("core_y_min", I32, "pix", "First tile y pixel of the owned core"),
+    _c("core_y_max", I32, "pix", "One past the last y pixel of the owned core"),
+    _c("ra_centre", F64, "deg", "Right ascension (ICRS) of the cutout centre"),
+    _c("dec_centre", F64, "deg", "Declination (ICRS) of the cutout centre"),
+    _c("nan_frac", F32, "", "Fraction of blanked (NaN) pixels in the cutout"),
+    _c("noise", F32, "mJy/beam", "MAD-clipped rms of the cutout (NaN when too few valid pixels)"),
+]
+
+SOURCES = [
+    _c("source_id", STR, "", "Unique source identifier: <tile_id>_s<serial>"),
+    _c("source_name", STR, "", "IAU-style name 'J' + HHMMSS.s + DDMMSS from the ICRS position"),
+    _c("tile_id", STR, "", "Survey tile the source belongs to"),
+    _c("ra", F64, "deg", "Right ascension (ICRS) of the flux-weighted centroid"),
+    _c("dec", F64, "deg", "Declination (ICRS) of the flux-weighted centroid"),
+    _c("n_components", I32, "", "Number of SEP components associated with the source"),
+    _c("flux_int", F32, "mJy", "Sum of the components' integrated flux densities"),
+    _c("flux_peak", F32, "mJy/beam", "Highest component peak surface brightness"),
+    _c("component_ids", pa.list_(STR), "", "component_id of every component of the source"),
+    _c("flags", I32, "", "skysift flags (bitwise OR of the components' flags)"),
+]
+
+PROVENANCE = [
+    _c("skysift_version", STR, "", "skysift version that wrote the row"),
+    _c("config_hash", STR, "", "SHA-256 (first 16 hex) of the resolved workflow configuration"),
+]
+
+SOURCE_LINK = [
+    _c("source_id", STR, "", "Source the component belongs to (sources table)"),
+]
+
+CATALOGUE_COMPONENTS = COMPONENTS + SOURCE_LINK + PROVENANCE
+CATALOGUE_SOURCES = SOURCES + PROVENANCE
+CATALOGUE_CUTOUTS = CUTOUTS + PROVENANCE
+
+TRUTH_COMPONENTS = [
+    _c("component_id", STR, "", "Truth component identifier: <tile_id>_t<serial>"),
+    _c("source_id", STR, "", "Truth source the component belongs to"),
+    _c("tile_id", STR, "", "Simulated tile"),
+    _c("ra", F64, "deg", "Right ascension (ICRS) of the component (peak of compact, centroid of island)"),
+    _c("dec", F64, "deg", "Declination (ICRS)"),
+    _c("x", F64, "pix", "0-based x pixel in the tile"),
+    _c("y", F64, "pix", "0-based y pixel in the tile"),
+    _c("flux_int", F64, "mJy", "True integrated flux density"),
+    _c("flux_peak", F64, "mJy/beam", "True peak surface brightness of the noiseless, beam-convolved model"),
+    _c("rms", F64, "mJy/beam", "True local noise rms at the component"),
+    _c("snr", F64, "", "flux_peak / rms"),
+    _c("maj_axis", F64, "arcsec", "FWHM major axis after beam convolution (compact components)"),
+    _c("min_axis", F64, "arcsec", "FWHM minor axis after beam convolution (compact components)"),
+    _c("pos_ang", F64, "deg", "Position angle east of north (compact components)"),
+    _c("extended", BOOL, "", "True for an island of an extended source, False for a compact source"),
+    _c("in_footprint", BOOL, "", "True when the position lies on valid (non-NaN) pixels"),
+]
+
+TRUTH_SOURCES = [
+    _c("source_id", STR, "", "Truth source identifier: <tile_id>_t<serial>"),
+    _c("tile_id", STR, "", "Simulated tile"),
+    _c("morphology", STR, "", "Generated structure: compact, fr1, fr2 or double (core-less)"),
+    _c("fr_class", STR, "", "FR-I / FR-II / FR-X / R from the peak separation over extent a/b (Gupta+23 2.3.2)"),
+    _c("rgz_class", STR, "", "RGZ class iC_jP: 4-sigma islands x resolved peaks (Wu+19)"),
+    _c("n_components", I32, "", "Number of separate 4-sigma islands of the noiseless source"),
+    _c("n_peaks", I32, "", "Number of resolved peaks of the noiseless source"),
+    _c("ra", F64, "deg", "Right ascension (ICRS) of the source centre (core or midpoint)"),
+    _c("dec", F64, "deg", "Declination (ICRS) of the source centre"),
+    _c("x", F64, "pix", "0-based x pixel of the source centre"),
+    _c("y", F64, "pix", "0-based y pixel of the source centre"),
+    _c("flux_int", F64, "mJy", "True total integrated flux density"),
+    _c("las", F64, "arcsec", "Largest angular size of the 3-sigma mask"),
+    _c("host_ra", F64, "deg", "Right ascension (ICRS) of the infrared host"),
+    _c("host_dec", F64, "deg", "Declination (ICRS) of the infrared host"),
+    _c("host_w1_mag", F64, "mag", "W1-like (Vega) magnitude of the host"),
+    _c("bbox_x_min", I32, "pix", "First tile x pixel of the 3-sigma mask"),
+    _c("bbox_y_min", I32, "pix", "First tile y pixel of the 3-sigma mask"),
+    _c("bbox_x_max", I32, "pix", "One past the last x pixel of the 3-sigma mask"),
+    _c("bbox_y_max", I32, "pix", "One past the last y pixel of the 3-sigma mask"),
+    _c("mask_rle", STR, "", "COCO compressed RLE (JSON) of the 3-sigma mask within the bbox, rows = y"),
+    _c("component_ids", pa.list_(STR), "", "Truth component ids of the source"),
+    _c("in_footprint", BOOL, "", "True when the source centre lies on valid pixels"),
+]
+
+TABLES = {
+    "components": COMPONENTS,
+    "cutouts": CUTOUTS,
+    "catalogue_components": CATALOGUE_COMPONENTS,
+    "catalogue_sources": CATALOGUE_SOURCES,
+    "catalogue_cutouts": CATALOGUE_CUTOUTS,
+    "truth_components": TRUTH_COMPONENTS,
+    "truth_sources": TRUTH_SOURCES,
+}
+
+
+def arrow_schema(columns, metadata=None):
+    """
+    Arrow schema with the unit and description of each column in its field metadata.
+
+    Parameters
+    ----------
+    columns : list of Column
+    metadata : dict of str to str, optional
+        Table-level metadata (provenance) stored in the schema.
+    """
+    fields = [
+        pa.field(c.name, c.type, metadata={"unit": c.unit, "description": c.description})
+        for c in columns
+    ]
+    return pa.schema(fields, metadata=metadata)
+
+
+def table_from_columns(data, columns, metadata=None):
+    """
+    Arrow table in column order with the contract's types, from a mapping of arrays.
+
+    Parameters
+    ----------
+    data : mapping of str to array-like, or pandas.DataFrame
+        Every contract column must be present (extra keys raise, so typos do not slip by).
+    columns : list of Column
+    metadata : dict, optional
+        Table-level metadata.
+    """
+    names = [c.name for c in columns]
+    keys = list(data.keys())
+    missing = [n for n in names if n not in keys]
+    extra = [k for k in keys if k not in names]
+    if missing or extra:
+        raise KeyError(f"table columns do not match the contract: missing {missing}, unexpected {extra}")
+    schema = arrow_schema(columns, metadata)
+    arrays = [pa.array(_values(data[c.name]), type=c.type, from_pandas=True) for c in columns]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _values(v):
+    """Plain Python/numpy values from a pandas Series or anything array-like."""
+    return v.to_numpy() if hasattr(v, "to_numpy") else v

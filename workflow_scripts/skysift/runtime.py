@@ -1,0 +1,34 @@
+"""
+Plumbing shared by the thin `script:` entry points of the Snakemake rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+from .tileio import TileError
+
+__all__ = ["rule_logging"]
+
+
+@contextlib.contextmanager
+def rule_logging(log_path):
+    """
+    Send stderr and `logging` to the rule's log file; bad input ends the job with one line.
+
+    A `TileError` (unusable input: the message names the file and the problem) is written as a
+    single ``ERROR`` line and the job exits with status 1, so `snakemake --show-failed-logs`
+    shows exactly what is wrong; any other exception keeps its full traceback.
+    """
+    stream = open(log_path, "w", buffering=1)
+    sys.stderr = stream
+    logging.basicConfig(level=logging.INFO, stream=stream, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        yield logging.getLogger("skysift")
+    except TileError as err:
+        stream.write(f"ERROR {err}\n")
+        stream.flush()
+        raise SystemExit(1) from None
