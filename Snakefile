@@ -10,7 +10,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded demo configuration, found from the workflow folder so that --directory works;
+# --configfile files layer on top of it.
+configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 include: "rules/common.smk"

@@ -110,3 +110,40 @@ def test_isophote_size_correction_recovers_gaussian_sigma(q):
     measured = np.sqrt((img[inside] * xx[inside] ** 2).sum() / img[inside].sum())
     assert measured < sigma * 0.99
     assert_allclose(measured * isophote_size_correction(q), sigma, rtol=0.02)
+
+
+def test_residual_pass_finds_faint_source_in_bright_wing(tmp_path):
+    """A S/N 12 source 0.9 beam from a S/N 2000 one has no peak of its own; the residual pass finds it."""
+    bright, faint = (150.0, 150.0, 50e-3), (150.0 + 0.9 * 7.5, 150.0, 0.3e-3)
+    img = gaussian_image(300, 300, [bright, faint], beam_sigma_pix=BEAM_SIGMA, rms=25e-6, seed=8)
+    tile = open_tile(write_tile(tmp_path / "pair.fits", img, casda_header(300, 300)))
+    one = extract_components(tile, "P", ExtractSettings(back_size=64, residual_pass=False))
+    two = extract_components(tile, "P", ExtractSettings(back_size=64))
+    assert len(one) == 1
+    assert len(two) == 2
+    found = two[(two["flags"] & 8) != 0]
+    assert len(found) == 1
+    assert np.hypot(found.x.iloc[0] - faint[0], found.y.iloc[0] - faint[1]) < 1.0  # pixels (2")
+    assert abs(found.flux_int.iloc[0] - 0.3) < 4 * found.flux_int_err.iloc[0] + 0.03
+    assert found.island_id.iloc[0] == two[(two["flags"] & 8) == 0].island_id.iloc[0]
+
+
+def test_residual_pass_adds_nothing_around_isolated_bright_sources(tmp_path):
+    """Model errors around bright sources must not become components (threshold + 2% of model)."""
+    sources = [(80, 80, 0.2), (220, 80, 0.05), (80, 220, 0.01), (220, 220, 0.5)]
+    img = gaussian_image(300, 300, sources, beam_sigma_pix=BEAM_SIGMA * 1.1, rms=25e-6, seed=9)
+    tile = open_tile(write_tile(tmp_path / "bright.fits", img, casda_header(300, 300)))
+    comp = extract_components(tile, "B", ExtractSettings(back_size=64))
+    assert len(comp) == 4 and not (comp["flags"] & 8).any()
+
+
+def test_fit_gaussian_recovers_known_profile():
+    from skysift.extract import fit_gaussian
+
+    yy, xx = np.mgrid[0:60, 0:60].astype(float)
+    sx, sy = 3.5, 2.5
+    img = 7.0 * np.exp(-((xx - 30.3) ** 2 / (2 * sx**2) + (yy - 28.6) ** 2 / (2 * sy**2)))
+    (amp, xc, yc, cxx, cyy, cxy), companions = fit_gaussian(img, np.zeros_like(img, bool), 30, 29, 8.0, 3.0)
+    assert companions == []
+    assert_allclose([amp, xc, yc], [7.0, 30.3, 28.6], rtol=1e-4)
+    assert_allclose([cxx, cyy, cxy], [1 / sx**2, 1 / sy**2, 0], atol=1e-5)

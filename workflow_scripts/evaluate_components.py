@@ -3,7 +3,7 @@
 from skysift.evaluate import evaluate_component_tiles
 from skysift.runtime import rule_logging
 
-with rule_logging(snakemake.log[0]):
+with rule_logging(snakemake.log[0], snakemake.threads):
     evaluate_component_tiles(
         list(snakemake.input.components), list(snakemake.input.truth_components),
         list(snakemake.input.truth_sources), list(snakemake.input.info),

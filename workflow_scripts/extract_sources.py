@@ -6,7 +6,7 @@ from skysift.extract import ExtractSettings, extract_components
 from skysift.runtime import rule_logging
 from skysift.tileio import open_tile
 
-with rule_logging(snakemake.log[0]):
+with rule_logging(snakemake.log[0], snakemake.threads):
     tile_id = snakemake.wildcards.tile
     components = extract_components(open_tile(snakemake.input.radio), tile_id,
                                     ExtractSettings(**snakemake.params.settings))

@@ -6,7 +6,7 @@ from skysift.cutouts import write_shards
 from skysift.runtime import rule_logging
 from skysift.tileio import open_tile
 
-with rule_logging(snakemake.log[0]):
+with rule_logging(snakemake.log[0], snakemake.threads):
     p = snakemake.params
     table = write_shards(
         open_tile(snakemake.input.radio), snakemake.wildcards.tile, list(snakemake.output.shards),

@@ -3,7 +3,7 @@
 from skysift.runtime import rule_logging
 from skysift.simulate import SimulationSettings, simulate_tile
 
-with rule_logging(snakemake.log[0]):
+with rule_logging(snakemake.log[0], snakemake.threads):
     tile = snakemake.params.tile
     simulate_tile(
         tile["tile_id"], tile["ra"], tile["dec"], tile["seed"],

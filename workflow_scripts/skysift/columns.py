@@ -61,7 +61,7 @@ COMPONENTS = [
     _c("snr", F32, "", "flux_peak / rms_image"),
     _c("npix", I32, "pix", "Number of pixels above the detection threshold"),
     _c("sep_flags", I32, "", "SEP extraction flags (1 merged, 2 truncated, 4..: see sep docs)"),
-    _c("flags", I32, "", "skysift flags: 1 NaN within the aperture, 2 touches a strip seam, 4 sep limit raised"),
+    _c("flags", I32, "", "skysift flags: 1 NaN within the aperture, 2 touches a strip seam, 4 SEP limit raised, 8 found in the residual pass"),
 ]
 
 CUTOUTS = [

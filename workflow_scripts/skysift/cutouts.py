@@ -9,7 +9,7 @@ centre, which removes the duplicates that the overlaps create.
 
 Kept cutouts (not entirely NaN) are dealt round-robin into a fixed number of shards; each
 shard is one HDF5 file with the radio cutouts and, when an IR image is given, the IR image
-reprojected onto each cutout's grid.
+resampled onto each cutout's grid.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from .noise import clipped_rms
 
@@ -32,6 +33,7 @@ __all__ = [
     "make_grid",
     "owner_index",
     "cutout_wcs",
+    "resample_to_cutout",
     "write_shards",
 ]
 
@@ -151,26 +153,76 @@ def _read_cutout(data, y0, x0, size):
     return out
 
 
-def _ir_reprojector(ir_path, size):
-    """A function (cutout WCS) -> IR image on that grid, or None without an IR image."""
+def resample_to_cutout(image, image_wcs, tile_wcs, x_min, y_min, size, *, step=16):
+    """
+    An image (e.g. infrared) resampled onto the pixel grid of one cutout of a tile.
+
+    Bilinear interpolation, as ``reproject.reproject_interp(order="bilinear")``, but the
+    pixel-to-pixel mapping is computed exactly (through the sky, frames converted) only on a
+    coarse grid every ``step`` pixels and interpolated in between: the mapping between two
+    celestial projections is smooth on the scale of a cutout, and the full per-pixel
+    transform is what makes reproject cost ~60 ms per 256 px cutout (4000 cutouts per EMU tile).
+    tests/test_cutouts.py checks the result against reproject_interp.
+
+    Parameters
+    ----------
+    image : 2D ndarray, ``(my, mx)``
+        Image to resample (any unit; returned unchanged in unit).
+    image_wcs, tile_wcs : `~astropy.wcs.WCS`
+        Celestial WCS of the image and of the tile (0-based pixels).
+    x_min, y_min : int
+        Tile pixel of the cutout's first pixel.
+    size : int
+        Cutout side (pixels).
+    step : int
+        Spacing of the exactly transformed grid (pixels).
+
+    Returns
+    -------
+    2D float32 ndarray, ``(size, size)``; NaN outside the image.
+    """
+    n = max(2, int(np.ceil((size - 1) / step)) + 1)
+    knots = np.linspace(0, size - 1, n)
+    gx, gy = np.meshgrid(knots + x_min, knots + y_min)
+    ix, iy = image_wcs.world_to_pixel(tile_wcs.pixel_to_world(gx, gy))
+    # bilinear upsampling of the knot grid is separable: rows then columns, two small matmuls
+    lin = _linear_interpolation_matrix(n, size)
+    lin_t = np.ascontiguousarray(lin.T)  # matmul on a transposed view skips BLAS: 20x slower
+    px, py = np.dot(np.dot(lin, ix), lin_t), np.dot(np.dot(lin, iy), lin_t)
+    out = ndimage.map_coordinates(image, [py, px], order=1, mode="constant", cval=np.nan)
+    outside = (px < -0.5) | (py < -0.5) | (px > image.shape[1] - 0.5) | (py > image.shape[0] - 0.5)
+    out[outside] = np.nan
+    return out.astype(np.float32)
+
+
+def _linear_interpolation_matrix(n, size):
+    """``(size, n)`` matrix interpolating linearly from n evenly spaced knots to size points."""
+    pos = np.arange(size) * (n - 1) / (size - 1)
+    lo = np.minimum(np.floor(pos).astype(int), n - 2)
+    w = pos - lo
+    m = np.zeros((size, n))
+    m[np.arange(size), lo] = 1 - w
+    m[np.arange(size), lo + 1] = w
+    return m
+
+
+def _ir_reprojector(ir_path, tile_wcs, size):
+    """A function (x_min, y_min) -> IR image on that cutout's grid, or None without IR."""
     if ir_path is None:
         return None
-    from reproject import reproject_interp
-
     from .tileio import open_tile
 
     ir = open_tile(ir_path, require_beam=False)
     ir_data = np.asarray(ir.data, dtype=np.float32)
 
-    def reproject(w):
-        arr, _ = reproject_interp((ir_data, ir.wcs), w, shape_out=(size, size), order="bilinear")
-        return arr.astype(np.float32)
+    def reproject(x_min, y_min):
+        return resample_to_cutout(ir_data, ir.wcs, tile_wcs, x_min, y_min, size)
 
     return reproject
 
 
 def write_shards(tile, tile_id, shard_paths, *, size=256, overlap=64, ir_path=None,
-                 compression="lzf", noise_stride=2):
+                 compression=None, noise_stride=2):
     """
     Cut a tile into overlapping cutouts and write them into shard HDF5 files.
 
@@ -186,7 +238,8 @@ def write_shards(tile, tile_id, shard_paths, *, size=256, overlap=64, ir_path=No
     ir_path : str, optional
         Infrared image (any grid with a celestial WCS), reprojected onto every cutout.
     compression : str or None
-        h5py compression of the image datasets ("lzf", "gzip" or None).
+        h5py compression of the image datasets ("lzf", "gzip" or None). Noise-dominated
+        float32 cutouts shrink by only ~8% with lzf, so the default is None.
     noise_stride : int
         Pixel stride of the sample used for each cutout's MAD-clipped noise.
 
@@ -208,15 +261,16 @@ def write_shards(tile, tile_id, shard_paths, *, size=256, overlap=64, ir_path=No
 
     grid = make_grid(*tile.shape, size=size, overlap=overlap)
     n_shards = len(shard_paths)
-    reproject = _ir_reprojector(ir_path, size)
+    reproject = _ir_reprojector(ir_path, tile.wcs, size)
     tmp_paths = [Path(p).with_name(Path(p).name + ".tmp") for p in shard_paths]
     header = celestial_header(tile.header).tostring()
-    files = []
+    files, writers = [], []
     try:
         for k, p in enumerate(tmp_paths):
             p.parent.mkdir(parents=True, exist_ok=True)
             f = h5py.File(p, "w")
             files.append(f)
+            writers.append(_ShardWriter(f))
             _init_shard(f, size, compression, reproject is not None)
             f.attrs.update(
                 tile_id=tile_id, shard=k, n_shards=n_shards, size=size, overlap=overlap,
@@ -233,8 +287,8 @@ def write_shards(tile, tile_id, shard_paths, *, size=256, overlap=64, ir_path=No
                     continue
                 shard = len(rows) % n_shards
                 cid = f"{tile_id}_y{r:03d}_x{c:03d}"
-                ir = reproject(cutout_wcs(tile.wcs, x0, y0)) if reproject else None
-                _append(files[shard], cut, ir, cid, x0, y0)
+                ir = reproject(x0, y0) if reproject else None
+                writers[shard].append(cut, ir, cid, x0, y0)
                 rows.append(dict(
                     cutout_id=cid, tile_id=tile_id, shard=shard, row=r, col=c,
                     x_min=x0, x_max=x0 + size, y_min=y0, y_max=y0 + size,
@@ -243,6 +297,8 @@ def write_shards(tile, tile_id, shard_paths, *, size=256, overlap=64, ir_path=No
                     nan_frac=float(1 - finite.mean()),
                     noise=clipped_rms(cut[::noise_stride, ::noise_stride]) * mjy,
                 ))
+        for w in writers:
+            w.flush()
         for f in files:
             f.close()
         for tmp, final in zip(tmp_paths, shard_paths):
@@ -277,15 +333,24 @@ def _init_shard(f, size, compression, has_ir):
         f.create_dataset(name, shape=(0,), maxshape=(None,), dtype="i4")
 
 
-def _append(f, radio, ir, cid, x0, y0):
-    """Append one cutout to a shard file."""
-    n = f["radio"].shape[0]
-    for name in ("radio", "ir", "cutout_id", "x_min", "y_min"):
-        if name in f:
-            f[name].resize(n + 1, axis=0)
-    f["radio"][n] = radio
-    if ir is not None:
-        f["ir"][n] = ir
-    f["cutout_id"][n] = cid
-    f["x_min"][n] = x0
-    f["y_min"][n] = y0
+class _ShardWriter:
+    """Appends cutouts to one shard file in blocks (resizing HDF5 datasets per cutout is slow)."""
+
+    def __init__(self, f, block=32):
+        self.f, self.block, self.rows = f, block, []
+
+    def append(self, radio, ir, cid, x0, y0):
+        self.rows.append((radio, ir, cid, x0, y0))
+        if len(self.rows) >= self.block:
+            self.flush()
+
+    def flush(self):
+        if not self.rows:
+            return
+        f, n, k = self.f, self.f["radio"].shape[0], len(self.rows)
+        columns = dict(zip(("radio", "ir", "cutout_id", "x_min", "y_min"), zip(*self.rows)))
+        for name, values in columns.items():
+            if name in f:
+                f[name].resize(n + k, axis=0)
+                f[name][n : n + k] = np.stack(values) if name in ("radio", "ir") else list(values)
+        self.rows = []

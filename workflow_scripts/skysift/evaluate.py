@@ -89,15 +89,13 @@ def truth_emission_mask(truth_sources, shape):
     -------
     2D bool ndarray, ``(ny, nx)``.
     """
-    from pycocotools import mask as cocomask
+    from .masks import decode_mask
 
     out = np.zeros(shape, dtype=bool)
     for row in truth_sources.itertuples(index=False):
-        if not row.mask_rle:
+        if not isinstance(row.mask_rle, str) or not row.mask_rle:  # no emission above 3 sigma
             continue
-        rle = json.loads(row.mask_rle)
-        rle["counts"] = rle["counts"].encode()
-        m = cocomask.decode(rle).astype(bool)
+        m = decode_mask(row.mask_rle)
         out[row.bbox_y_min : row.bbox_y_min + m.shape[0], row.bbox_x_min : row.bbox_x_min + m.shape[1]] |= m
     return out
 

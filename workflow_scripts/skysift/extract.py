@@ -25,6 +25,7 @@ import pandas as pd
 import sep
 from astropy.coordinates import SkyCoord
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from .columns import COMPONENTS
 from .cutouts import core_edges, grid_starts
@@ -35,6 +36,8 @@ __all__ = [
     "FLAG_NAN_APERTURE",
     "FLAG_STRIP_SEAM",
     "FLAG_SEP_LIMIT",
+    "FLAG_RESIDUAL",
+    "fit_gaussian",
     "detect_objects",
     "extract_components",
     "position_angle_east_of_north",
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 FLAG_NAN_APERTURE = 1
 FLAG_STRIP_SEAM = 2
 FLAG_SEP_LIMIT = 4
+FLAG_RESIDUAL = 8
 
 FWHM_PER_SIGMA = 2 * np.sqrt(2 * np.log(2))
 
@@ -65,6 +69,10 @@ class ExtractSettings:
     kron_factor : Kron aperture size in Kron radii.
     min_aperture_beams : smallest semi-axis of the flux aperture in beam FWHM.
     strip_rows, strip_overlap : rows per extraction strip and overlap between strips.
+    residual_pass : detect again after subtracting Gaussian fits of bright compact objects.
+    residual_min_snr : S/N above which compact objects are fitted and subtracted.
+    residual_fit_radius_beams : radius of the fitted region, in beam FWHM.
+    residual_model_error : fraction of the subtracted model added to the residual threshold.
     """
 
     thresh_sigma: float = 5.0
@@ -73,12 +81,16 @@ class ExtractSettings:
     back_filter: int = 3
     subtract_background: bool = True
     deblend_nthresh: int = 32
-    deblend_cont: float = 0.005
+    deblend_cont: float = 1e-4
     filter_kernel: str = "none"
     kron_factor: float = 2.5
     min_aperture_beams: float = 1.25
     strip_rows: int = 4096
     strip_overlap: int = 256
+    residual_pass: bool = True
+    residual_min_snr: float = 20.0
+    residual_fit_radius_beams: float = 0.8
+    residual_model_error: float = 0.02
 
     def __post_init__(self):
         if self.thresh_sigma <= 0:
@@ -234,32 +246,166 @@ def _strips(ny, settings):
     return [(s, s + settings.strip_rows, edges[i], edges[i + 1]) for i, s in enumerate(starts)]
 
 
-def _measure_strip(tile, r0, r1, own0, own1, settings):
-    """SEP on rows [r0, r1) of a tile; measurements of the objects centred in [own0, own1)."""
-    data = native_float32(tile.data[r0:r1])
-    mask = ~np.isfinite(data)
-    data[mask] = 0.0
-    objects, rms, segmap, limit_raised = detect_objects(data, mask, settings, segmentation=True)
-    n_all = len(objects)
-    yc = objects["y"] + r0
-    keep = (np.floor(yc + 0.5) >= own0) & (np.floor(yc + 0.5) < own1)
-    idx = np.flatnonzero(keep)
-    obj = objects[idx]
+def fit_gaussian(data, mask, x, y, radius, sigma_guess, companions=()):
+    """
+    Least-squares elliptical Gaussian around one position, optionally with point companions.
 
-    # islands: connected groups of detected pixels; objects deblended from one island share it
-    islands, _ = ndimage.label(segmap > 0, structure=np.ones((3, 3), dtype=bool))
-    detected = segmap > 0
-    obj_island = np.zeros(n_all + 1, dtype=np.int64)
-    obj_island[segmap[detected]] = islands[detected]  # all pixels of an object lie in one island
-    npix = np.bincount(segmap[detected], minlength=n_all + 1)
-    del islands, detected, segmap
-    seam = np.zeros(len(obj), dtype=bool)
-    if r0 > 0:
-        seam |= obj["ymin"] <= 0
-    if r1 < tile.shape[0]:
-        seam |= obj["ymax"] >= (r1 - r0 - 1)
+    Parameters
+    ----------
+    data : 2D ndarray, ``(ny, nx)``
+        Background-subtracted image.
+    mask : 2D bool ndarray
+        True where pixels are blank.
+    x, y : float
+        Starting centre (0-based pixels).
+    radius : float
+        Pixels within this distance of ``(x, y)`` or of a companion are fitted (pixels).
+    sigma_guess : float
+        Starting sigma (pixels), e.g. the beam's.
+    companions : sequence of (x, y)
+        Starting centres of fainter sources fitted at the same time with the same shape
+        (both are convolved with the same beam), so that they do not bias the main fit.
 
-    beam_sigma = np.sqrt(tile.bmaj * tile.bmin) / tile.pixel_scale / FWHM_PER_SIGMA
+    Returns
+    -------
+    params : tuple ``(amplitude, xc, yc, cxx, cyy, cxy)`` or None
+        Amplitude in the image unit, centre in pixels and the inverse-covariance coefficients
+        of ``amplitude * exp(-(cxx dx^2 + cyy dy^2 + 2 cxy dx dy) / 2)``; None when the fit
+        fails, wanders off, or has fewer pixels than parameters.
+    companion_params : list of such tuples, one per companion.
+    """
+    from scipy.optimize import least_squares
+
+    ny, nx = data.shape
+    centres = [(x, y), *companions]
+    cx, cy = np.array([c[0] for c in centres]), np.array([c[1] for c in centres])
+    x0, x1 = max(0, int(np.floor(cx.min() - radius))), min(nx, int(np.ceil(cx.max() + radius)) + 1)
+    y0, y1 = max(0, int(np.floor(cy.min() - radius))), min(ny, int(np.ceil(cy.max() + radius)) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return None, []
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    near = np.zeros(xx.shape, dtype=bool)
+    for px, py in centres:
+        near |= (xx - px) ** 2 + (yy - py) ** 2 <= radius**2
+    sel = near & ~mask[y0:y1, x0:x1]
+    z, xs, ys = data[y0:y1, x0:x1][sel].astype(float), xx[sel].astype(float), yy[sel].astype(float)
+    n_comp = len(companions)
+    if z.size < 6 + 3 * n_comp + 6:
+        return None, []
+
+    def residual(p):
+        lsx, lsy, rho = p[3:6]
+        sx, sy, r = np.exp(lsx), np.exp(lsy), np.tanh(rho)
+        out = -z
+        for amp, xc, yc in [p[0:3], *(p[6 + 3 * i : 9 + 3 * i] for i in range(n_comp))]:
+            dx, dy = (xs - xc) / sx, (ys - yc) / sy
+            out = out + amp * np.exp(-(dx * dx + dy * dy - 2 * r * dx * dy) / (2 * (1 - r * r)))
+        return out
+
+    ls = np.log(sigma_guess)
+    start = [z.max(), x, y, ls, ls, 0.0]
+    for px, py in companions:
+        start += [0.1 * z.max(), px, py]
+    fit = least_squares(residual, start, method="lm", max_nfev=200 * (1 + n_comp))
+    if not fit.success:
+        return None, []
+    p = fit.x
+    sx, sy, r = np.exp(p[3]), np.exp(p[4]), np.tanh(p[5])
+    if not (0.5 < sx / sigma_guess < 3 and 0.5 < sy / sigma_guess < 3):
+        return None, []
+    d = 1 - r * r
+    shape = (1 / (sx * sx * d), 1 / (sy * sy * d), -r / (sx * sy * d))
+    parts = [tuple(p[0:3])] + [tuple(p[6 + 3 * i : 9 + 3 * i]) for i in range(n_comp)]
+    for (amp, xc, yc), (px, py) in zip(parts, centres):
+        if amp <= 0 or np.hypot(xc - px, yc - py) > radius:
+            return None, []
+    params = [(*part, *shape) for part in parts]
+    return params[0], params[1:]
+
+
+def _render_gaussians(shape, params, nsigma=6.0):
+    """Image of a sum of fitted Gaussians (`fit_gaussian` parameters), ``shape`` = ``(ny, nx)``."""
+    model = np.zeros(shape, dtype=np.float32)
+    ny, nx = shape
+    for amp, xc, yc, cxx, cyy, cxy in params:
+        det = cxx * cyy - cxy * cxy
+        hx, hy = nsigma * np.sqrt(cyy / det), nsigma * np.sqrt(cxx / det)  # half extents
+        x0, x1 = max(0, int(xc - hx)), min(nx, int(xc + hx) + 2)
+        y0, y1 = max(0, int(yc - hy)), min(ny, int(yc + hy) + 2)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        dy, dx = np.mgrid[y0:y1, x0:x1]
+        dx, dy = dx - xc, dy - yc
+        model[y0:y1, x0:x1] += amp * np.exp(-0.5 * (cxx * dx * dx + cyy * dy * dy + 2 * cxy * dx * dy))
+    return model
+
+
+def _residual_objects(data, mask, rms, objects, segmap, beam_sigma, settings):
+    """
+    Second detection pass on the image minus Gaussian fits of the bright compact objects.
+
+    A faint source within about one beam of a source tens of times brighter shows no peak of
+    its own, so SEP cannot deblend it; once the bright source is subtracted it stands out.
+    The threshold is raised by ``residual_model_error`` times the subtracted model, so model
+    imperfections around bright sources are not taken for sources; objects SEP left
+    unmodelled (faint or extended) are masked; new objects closer than half a beam to an
+    existing one are dropped.
+
+    Returns
+    -------
+    objects2 : structured ndarray (SEP objects measured on the residual)
+    residual : 2D float32 ndarray
+    """
+    snr = objects["peak"] / np.maximum(rms[np.clip(objects["ycpeak"], 0, rms.shape[0] - 1),
+                                           np.clip(objects["xcpeak"], 0, rms.shape[1] - 1)], 1e-30)
+    size = np.sqrt(objects["a"] * objects["b"])
+    candidates = np.flatnonzero((snr >= settings.residual_min_snr) & (size < 2.5 * beam_sigma))
+    radius = settings.residual_fit_radius_beams * beam_sigma * FWHM_PER_SIGMA
+    params, modelled = [], np.zeros(len(objects) + 1, dtype=bool)
+    for k in candidates:
+        p, _ = fit_gaussian(data, mask, objects["x"][k], objects["y"][k], radius, beam_sigma)
+        if p is not None:
+            params.append(p)
+            modelled[k + 1] = True
+    empty = np.zeros(0, dtype=objects.dtype)
+    if not params:
+        return empty, None
+    model = _render_gaussians(data.shape, params)
+    residual = data - model
+    del model
+    unmodelled = (segmap > 0) & ~modelled[segmap]
+    err = rms + (settings.residual_model_error / settings.thresh_sigma) * np.abs(data - residual)
+    objects2 = sep.extract(residual, settings.thresh_sigma, err=err, mask=mask | unmodelled,
+                           minarea=settings.minarea, filter_kernel=_sep_filter(settings),
+                           deblend_nthresh=settings.deblend_nthresh, deblend_cont=settings.deblend_cont)
+    if len(objects2) == 0:
+        return empty, residual
+    fwhm = beam_sigma * FWHM_PER_SIGMA
+    dist, _ = cKDTree(np.column_stack([objects["x"], objects["y"]])).query(
+        np.column_stack([objects2["x"], objects2["y"]]))
+    objects2 = objects2[dist > 0.5 * fwhm].copy()
+    if len(objects2) == 0:
+        return objects2, residual
+    # refit each bright source together with the faint ones found beside it: the single fit
+    # leaned towards them, which biased their residual positions and fluxes
+    centres = np.array([p[1:3] for p in params])
+    _, nearest = cKDTree(centres).query(np.column_stack([objects2["x"], objects2["y"]]))
+    for j in np.unique(nearest):
+        mine = np.flatnonzero(nearest == j)
+        if np.hypot(*(centres[j] - [objects2["x"][mine].mean(), objects2["y"][mine].mean()])) > 2 * fwhm:
+            continue
+        main, comps = fit_gaussian(data, mask, *centres[j], radius, beam_sigma,
+                                   companions=list(zip(objects2["x"][mine], objects2["y"][mine])))
+        if main is not None:
+            params[j] = main
+            objects2["x"][mine] = [c[1] for c in comps]
+            objects2["y"][mine] = [c[2] for c in comps]
+    residual = data - _render_gaussians(data.shape, params)
+    return objects2, residual
+
+
+def _measure(data, mask, rms, obj, beam_sigma, settings):
+    """Positions, fluxes, shapes and flags of SEP objects measured on ``data``."""
     x, y, a, b, theta = obj["x"], obj["y"], obj["a"], obj["b"], obj["theta"]
     xw, yw, wflag = sep.winpos(data, x, y, np.full(len(obj), beam_sigma), mask=mask)
     bad_win = (wflag != 0) | ~np.isfinite(xw) | (np.hypot(xw - x, yw - y) > 2 * beam_sigma)
@@ -271,24 +417,65 @@ def _measure_strip(tile, r0, r1, own0, own1, settings):
     a_ap = np.maximum(settings.kron_factor * kron * a, r_min)
     b_ap = np.maximum(settings.kron_factor * kron * b, r_min)
     flux_sum, _, fflag = sep.sum_ellipse(data, xw, yw, a_ap, b_ap, theta, 1.0, mask=mask, subpix=1)
-    n_ap = np.pi * a_ap * b_ap
     yi = np.clip(np.round(yw).astype(int), 0, data.shape[0] - 1)
     xi = np.clip(np.round(xw).astype(int), 0, data.shape[1] - 1)
-    local_rms = rms[yi, xi]
-
     size_factor = isophote_size_correction(obj["thresh"] / np.maximum(obj["peak"], 1e-30))
-
-    flags = np.zeros(len(obj), dtype=np.int32)
-    flags |= np.where((fflag & sep.APER_HASMASKED) != 0, FLAG_NAN_APERTURE, 0).astype(np.int32)
-    flags |= np.where(seam, FLAG_STRIP_SEAM, 0).astype(np.int32)
-    if limit_raised:
-        flags |= FLAG_SEP_LIMIT
+    flags = np.where((fflag & sep.APER_HASMASKED) != 0, FLAG_NAN_APERTURE, 0).astype(np.int32)
     return dict(
-        x=xw, y=yw + r0, peak=obj["peak"], flux_sum=flux_sum, flux_iso=obj["flux"], n_ap=n_ap,
-        a=a * size_factor, b=b * size_factor, theta=theta, kron=kron, rms=local_rms, npix=npix[idx + 1],
-        island=obj_island[idx + 1], sep_flags=obj["flag"].astype(np.int32), flags=flags,
-        strip=np.full(len(obj), r0),
+        x=xw, y=yw, peak=obj["peak"], flux_sum=flux_sum, flux_iso=obj["flux"], n_ap=np.pi * a_ap * b_ap,
+        a=a * size_factor, b=b * size_factor, theta=theta, kron=kron, rms=rms[yi, xi],
+        sep_flags=obj["flag"].astype(np.int32), flags=flags,
+        touches_top=obj["ymin"] <= 0, touches_bottom=obj["ymax"] >= data.shape[0] - 1,
     )
+
+
+def _measure_strip(tile, r0, r1, own0, own1, settings):
+    """SEP on rows [r0, r1) of a tile; measurements of the objects centred in [own0, own1)."""
+    data = native_float32(tile.data[r0:r1])
+    mask = ~np.isfinite(data)
+    data[mask] = 0.0
+    objects, rms, segmap, limit_raised = detect_objects(data, mask, settings, segmentation=True)
+    beam_sigma = np.sqrt(tile.bmaj * tile.bmin) / tile.pixel_scale / FWHM_PER_SIGMA
+
+    # islands: connected groups of detected pixels; objects deblended from one island share it
+    islands, _ = ndimage.label(segmap > 0, structure=np.ones((3, 3), dtype=bool))
+    detected = segmap > 0
+    obj_island = np.zeros(len(objects) + 1, dtype=np.int64)
+    obj_island[segmap[detected]] = islands[detected]  # all pixels of an object lie in one island
+    npix = np.bincount(segmap[detected], minlength=len(objects) + 1)[1:]
+    del detected
+
+    m = _measure(data, mask, rms, objects, beam_sigma, settings)
+    m["npix"], m["island"] = npix, obj_island[1:]
+    if settings.residual_pass and len(objects):
+        objects2, residual = _residual_objects(data, mask, rms, objects, segmap, beam_sigma, settings)
+        if len(objects2):
+            m2 = _measure(residual, mask, rms, objects2, beam_sigma, settings)
+            m2["flags"] |= FLAG_RESIDUAL
+            m2["npix"] = objects2["npix"].astype(np.int64)
+            yi = np.clip(np.round(m2["y"]).astype(int), 0, data.shape[0] - 1)
+            xi = np.clip(np.round(m2["x"]).astype(int), 0, data.shape[1] - 1)
+            m2["island"] = islands[yi, xi]  # the island of the source it hid behind
+            log.info("residual pass: %d objects found next to %d bright ones", len(objects2), len(objects))
+            m = {k: np.concatenate([m[k], m2[k]]) for k in m}
+        del residual
+    del islands, segmap
+
+    own = np.floor(m["y"] + r0 + 0.5)
+    keep = (own >= own0) & (own < own1)
+    m = {k: v[keep] for k, v in m.items()}
+    seam = np.zeros(keep.sum(), dtype=bool)
+    if r0 > 0:
+        seam |= m["touches_top"]
+    if r1 < tile.shape[0]:
+        seam |= m["touches_bottom"]
+    m["flags"] = m["flags"] | np.where(seam, FLAG_STRIP_SEAM, 0).astype(np.int32)
+    if limit_raised:
+        m["flags"] |= FLAG_SEP_LIMIT
+    del m["touches_top"], m["touches_bottom"]
+    m["y"] = m["y"] + r0
+    m["strip"] = np.full(keep.sum(), r0)
+    return m
 
 
 def extract_components(tile, tile_id, settings=ExtractSettings()):
