@@ -408,7 +408,10 @@ def _measure(data, mask, rms, obj, beam_sigma, settings):
     """Positions, fluxes, shapes and flags of SEP objects measured on ``data``."""
     x, y, a, b, theta = obj["x"], obj["y"], obj["a"], obj["b"], obj["theta"]
     xw, yw, wflag = sep.winpos(data, x, y, np.full(len(obj), beam_sigma), mask=mask)
-    bad_win = (wflag != 0) | ~np.isfinite(xw) | (np.hypot(xw - x, yw - y) > 2 * beam_sigma)
+    # a converged windowed centroid is kept while it stays on the object (a bright hot spot at
+    # the end of a lopsided lobe is legitimately far from the isophotal centre)
+    inside = (xw >= obj["xmin"] - 0.5) & (xw <= obj["xmax"] + 0.5) & (yw >= obj["ymin"] - 0.5) & (yw <= obj["ymax"] + 0.5)
+    bad_win = (wflag != 0) | ~np.isfinite(xw) | ~inside
     xw, yw = np.where(bad_win, x, xw), np.where(bad_win, y, yw)
 
     kron, _ = sep.kron_radius(data, x, y, a, b, theta, 6.0, mask=mask)

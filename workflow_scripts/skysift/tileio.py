@@ -182,8 +182,10 @@ def open_tile(path, *, require_beam=True, require_celestial=True):
     try:
         # the memory map outlives the closed file handle: pixels stay readable, lazily
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", AstropyUserWarning)  # astropy only warns on truncation
-            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+            warnings.simplefilter("always", AstropyUserWarning)  # astropy warns on truncation
+            # memmap left to astropy: it maps float images, and scaled integer images (BSCALE)
+            # are read into memory, which an explicit memmap=True refuses
+            with fits.open(path, lazy_load_hdus=True) as hdul:
                 hdu = hdul[0]
                 if hdu.data is None and len(hdul) > 1:
                     hdu = hdul[1]
@@ -191,9 +193,11 @@ def open_tile(path, *, require_beam=True, require_celestial=True):
                 raw = hdu.data
     except (OSError, ValueError, TypeError, IndexError) as err:
         raise TileError(path, f"unreadable or truncated FITS ({err})") from None
-    problems = [str(w.message) for w in caught if issubclass(w.category, AstropyUserWarning)]
-    if problems:
-        raise TileError(path, f"unreadable or truncated FITS ({problems[0]})")
+    for w in caught:
+        text = str(w.message)
+        if issubclass(w.category, AstropyUserWarning) and "truncated" in text:
+            raise TileError(path, f"unreadable or truncated FITS ({text})")
+        log.info("%s: %s", path, text)  # e.g. non-standard header cards: harmless
     if raw is None:
         raise TileError(path, "the file holds no image data")
     data = _squeeze_to_2d(path, raw)
