@@ -108,8 +108,16 @@ def get_sim_outputs_ir():
 
 
 def get_tile_mem_mb(wildcards, input, attempt):
-    """Three times the tile's size on disk (at least 1 GB), more on each retry."""
-    return max(1000, int(3 * input.size_mb)) * attempt
+    """Three times the tile's radio image on disk (at least 1 GB), more on each retry.
+
+    Only the radio file (from the manifest) counts, not input.size_mb: it exists when a SLURM
+    group job (a tile's inspect + shard + extract) is submitted, while the group's own
+    intermediate files do not, and Snakemake then leaves such a job's memory out of the
+    group's --mem request. Any per-tile rule can use it.
+    """
+    radio = Path(get_tile_radio(wildcards))
+    size_mb = radio.stat().st_size / 1e6 if radio.exists() else 0
+    return max(1000, int(3 * size_mb)) * attempt
 
 
 def catalogue_paths(table):
