@@ -12,7 +12,8 @@ from snakemake.utils import validate
 
 validate(config, "../config/schema/config.schema.yaml", set_default=True)
 
-TILE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_+.-]+$")
+TILE_ID_REGEX = r"[A-Za-z0-9_+.-]+"
+TILE_ID_PATTERN = re.compile(f"^{TILE_ID_REGEX}$")
 
 
 class ManifestError(ValueError):
@@ -90,12 +91,22 @@ CATALOGUE_CONFIG_HASH = config_hash(["cutouts", "extract", "training"])
 N_SHARDS = config["cutouts"]["n_shards"]
 
 
+def get_tile(tile_id):
+    """The manifest entry of a tile; a clear error for an id the manifest does not list."""
+    try:
+        return TILES[tile_id]
+    except KeyError:
+        raise ManifestError(
+            f"tile {tile_id!r} is not in the manifest {config['tiles']['manifest']}"
+        ) from None
+
+
 def get_tile_radio(wildcards):
-    return TILES[wildcards.tile]["radio_path"]
+    return get_tile(wildcards.tile)["radio_path"]
 
 
 def get_tile_ir(wildcards):
-    ir = TILES[wildcards.tile]["ir_path"]
+    ir = get_tile(wildcards.tile)["ir_path"]
     return {"ir": ir} if ir else {}
 
 

@@ -147,3 +147,20 @@ def test_fit_gaussian_recovers_known_profile():
     assert companions == []
     assert_allclose([amp, xc, yc], [7.0, 30.3, 28.6], rtol=1e-4)
     assert_allclose([cxx, cyy, cxy], [1 / sx**2, 1 / sy**2, 0], atol=1e-5)
+
+
+def test_fit_gaussian_rotated_with_companion():
+    """A tilted elliptical Gaussian and a 30x fainter companion of the same shape, fitted jointly."""
+    from skysift.extract import fit_gaussian
+
+    yy, xx = np.mgrid[0:80, 0:80].astype(float)
+    cxx, cyy, cxy = 1 / 4.0**2, 1 / 3.0**2, 0.02  # inverse-covariance coefficients
+
+    def g(amp, x0, y0):
+        dx, dy = xx - x0, yy - y0
+        return amp * np.exp(-0.5 * (cxx * dx * dx + cyy * dy * dy + 2 * cxy * dx * dy))
+
+    img = g(30.0, 38.2, 40.7) + g(1.0, 45.9, 41.3)
+    main, (comp,) = fit_gaussian(img, np.zeros_like(img, bool), 38, 41, 6.0, 3.5, companions=[(46, 41)])
+    assert_allclose(main, (30.0, 38.2, 40.7, cxx, cyy, cxy), rtol=1e-4, atol=1e-6)
+    assert_allclose(comp, (1.0, 45.9, 41.3, cxx, cyy, cxy), rtol=1e-3, atol=1e-5)

@@ -222,7 +222,7 @@ def _ir_reprojector(ir_path, tile_wcs, size):
 
 
 def write_shards(tile, tile_id, shard_paths, *, size=256, overlap=64, ir_path=None,
-                 compression=None, noise_stride=2):
+                 compression=None, noise_stride=4):
     """
     Cut a tile into overlapping cutouts and write them into shard HDF5 files.
 
@@ -280,8 +280,9 @@ def write_shards(tile, tile_id, shard_paths, *, size=256, overlap=64, ir_path=No
         rows = []
         mjy = tile.mjy_per_unit
         for r, y0 in enumerate(grid.y_starts):
+            band = tile.read_rows(y0, min(y0 + size, grid.ny))  # one row of cutouts, not kept mapped
             for c, x0 in enumerate(grid.x_starts):
-                cut = _read_cutout(tile.data, y0, x0, size)
+                cut = _read_cutout(band, 0, x0, size)
                 finite = np.isfinite(cut)
                 if not finite.any():
                     continue

@@ -29,7 +29,6 @@ from scipy.spatial import cKDTree
 
 from .columns import COMPONENTS
 from .cutouts import core_edges, grid_starts
-from .tileio import native_float32
 
 __all__ = [
     "ExtractSettings",
@@ -85,7 +84,7 @@ class ExtractSettings:
     filter_kernel: str = "none"
     kron_factor: float = 2.5
     min_aperture_beams: float = 1.25
-    strip_rows: int = 4096
+    strip_rows: int = 2048
     strip_overlap: int = 256
     residual_pass: bool = True
     residual_min_snr: float = 20.0
@@ -293,20 +292,43 @@ def fit_gaussian(data, mask, x, y, radius, sigma_guess, companions=()):
     if z.size < 6 + 3 * n_comp + 6:
         return None, []
 
+    def parts(p):
+        """Per Gaussian: amplitude, u, v, exp(-Q/2), with Q the quadratic form."""
+        sx, sy, r = np.exp(p[3]), np.exp(p[4]), np.tanh(p[5])
+        for i in range(1 + n_comp):
+            amp, xc, yc = p[0:3] if i == 0 else p[6 + 3 * (i - 1) : 9 + 3 * (i - 1)]
+            u, v = (xs - xc) / sx, (ys - yc) / sy
+            q = (u * u + v * v - 2 * r * u * v) / (1 - r * r)
+            yield i, amp, u, v, q, np.exp(-0.5 * q), sx, sy, r
+
     def residual(p):
-        lsx, lsy, rho = p[3:6]
-        sx, sy, r = np.exp(lsx), np.exp(lsy), np.tanh(rho)
         out = -z
-        for amp, xc, yc in [p[0:3], *(p[6 + 3 * i : 9 + 3 * i] for i in range(n_comp))]:
-            dx, dy = (xs - xc) / sx, (ys - yc) / sy
-            out = out + amp * np.exp(-(dx * dx + dy * dy - 2 * r * dx * dy) / (2 * (1 - r * r)))
+        for _, amp, _, _, _, e, *_ in parts(p):
+            out = out + amp * e
         return out
+
+    def jacobian(p):
+        # analytic derivatives: least_squares would otherwise spend most of its time in
+        # finite differences (one model evaluation per parameter per iteration)
+        jac = np.zeros((z.size, p.size))
+        for i, amp, u, v, q, e, sx, sy, r in parts(p):
+            d = 1 - r * r
+            a_e = amp * e
+            cols = [0, 1, 2] if i == 0 else [6 + 3 * (i - 1), 7 + 3 * (i - 1), 8 + 3 * (i - 1)]
+            jac[:, cols[0]] = e
+            jac[:, cols[1]] = a_e * (u - r * v) / (d * sx)
+            jac[:, cols[2]] = a_e * (v - r * u) / (d * sy)
+            jac[:, 3] += a_e * (u * u - r * u * v) / d
+            jac[:, 4] += a_e * (v * v - r * u * v) / d
+            jac[:, 5] += a_e * (u * v - r * q)
+        return jac
 
     ls = np.log(sigma_guess)
     start = [z.max(), x, y, ls, ls, 0.0]
     for px, py in companions:
         start += [0.1 * z.max(), px, py]
-    fit = least_squares(residual, start, method="lm", max_nfev=200 * (1 + n_comp))
+    fit = least_squares(residual, np.asarray(start, dtype=float), jac=jacobian, method="lm",
+                        xtol=1e-6, ftol=1e-6, max_nfev=200 * (1 + n_comp))
     if not fit.success:
         return None, []
     p = fit.x
@@ -315,17 +337,19 @@ def fit_gaussian(data, mask, x, y, radius, sigma_guess, companions=()):
         return None, []
     d = 1 - r * r
     shape = (1 / (sx * sx * d), 1 / (sy * sy * d), -r / (sx * sy * d))
-    parts = [tuple(p[0:3])] + [tuple(p[6 + 3 * i : 9 + 3 * i]) for i in range(n_comp)]
-    for (amp, xc, yc), (px, py) in zip(parts, centres):
+    pieces = [tuple(p[0:3])] + [tuple(p[6 + 3 * i : 9 + 3 * i]) for i in range(n_comp)]
+    for (amp, xc, yc), (px, py) in zip(pieces, centres):
         if amp <= 0 or np.hypot(xc - px, yc - py) > radius:
             return None, []
-    params = [(*part, *shape) for part in parts]
+    params = [(*piece, *shape) for piece in pieces]
     return params[0], params[1:]
 
 
-def _render_gaussians(shape, params, nsigma=6.0):
-    """Image of a sum of fitted Gaussians (`fit_gaussian` parameters), ``shape`` = ``(ny, nx)``."""
-    model = np.zeros(shape, dtype=np.float32)
+def _render_gaussians(shape, params, nsigma=6.0, out=None):
+    """Image of a sum of fitted Gaussians (`fit_gaussian` parameters), ``shape`` = ``(ny, nx)``;
+    written into ``out`` (float32, overwritten) when given."""
+    model = np.zeros(shape, dtype=np.float32) if out is None else out
+    model[...] = 0
     ny, nx = shape
     for amp, xc, yc, cxx, cyy, cxy in params:
         det = cxx * cyy - cxy * cxy
@@ -370,14 +394,20 @@ def _residual_objects(data, mask, rms, objects, segmap, beam_sigma, settings):
     empty = np.zeros(0, dtype=objects.dtype)
     if not params:
         return empty, None
+    # memory: one strip-sized float32 array each for the residual and the error map (built in
+    # the model's buffer), one bool for the mask
     model = _render_gaussians(data.shape, params)
     residual = data - model
-    del model
-    unmodelled = (segmap > 0) & ~modelled[segmap]
-    err = rms + (settings.residual_model_error / settings.thresh_sigma) * np.abs(data - residual)
-    objects2 = sep.extract(residual, settings.thresh_sigma, err=err, mask=mask | unmodelled,
+    err = model
+    np.abs(err, out=err)
+    err *= settings.residual_model_error / settings.thresh_sigma
+    err += rms
+    search_mask = (segmap > 0) & ~modelled[segmap]  # objects left unmodelled are not searched again
+    search_mask |= mask
+    objects2 = sep.extract(residual, settings.thresh_sigma, err=err, mask=search_mask,
                            minarea=settings.minarea, filter_kernel=_sep_filter(settings),
                            deblend_nthresh=settings.deblend_nthresh, deblend_cont=settings.deblend_cont)
+    del err, search_mask
     if len(objects2) == 0:
         return empty, residual
     fwhm = beam_sigma * FWHM_PER_SIGMA
@@ -400,13 +430,17 @@ def _residual_objects(data, mask, rms, objects, segmap, beam_sigma, settings):
             params[j] = main
             objects2["x"][mine] = [c[1] for c in comps]
             objects2["y"][mine] = [c[2] for c in comps]
-    residual = data - _render_gaussians(data.shape, params)
+    residual = _render_gaussians(data.shape, params, out=residual)
+    np.subtract(data, residual, out=residual)
     return objects2, residual
 
 
 def _measure(data, mask, rms, obj, beam_sigma, settings):
     """Positions, fluxes, shapes and flags of SEP objects measured on ``data``."""
-    x, y, a, b, theta = obj["x"], obj["y"], obj["a"], obj["b"], obj["theta"]
+    x, y, a, b = obj["x"], obj["y"], obj["a"], obj["b"]
+    # SEP returns theta in float32: pi/2 rounds to 1.5707963705, which its own aperture
+    # functions then reject ("invalid aperture parameters"); clip to their [-pi/2, pi/2]
+    theta = np.clip(obj["theta"].astype(np.float64), -np.pi / 2, np.pi / 2)
     xw, yw, wflag = sep.winpos(data, x, y, np.full(len(obj), beam_sigma), mask=mask)
     # a converged windowed centroid is kept while it stays on the object (a bright hot spot at
     # the end of a lopsided lobe is legitimately far from the isophotal centre)
@@ -434,7 +468,7 @@ def _measure(data, mask, rms, obj, beam_sigma, settings):
 
 def _measure_strip(tile, r0, r1, own0, own1, settings):
     """SEP on rows [r0, r1) of a tile; measurements of the objects centred in [own0, own1)."""
-    data = native_float32(tile.data[r0:r1])
+    data = tile.read_rows(r0, r1)
     mask = ~np.isfinite(data)
     data[mask] = 0.0
     objects, rms, segmap, limit_raised = detect_objects(data, mask, settings, segmentation=True)

@@ -64,11 +64,29 @@ class Tile:
     pixel_scale: float
     bunit: str
     header: fits.Header
+    hdu_index: int = 0
 
     @property
     def shape(self):
         """``(ny, nx)`` of the 2-D image."""
         return self.data.shape
+
+    def read_rows(self, start, stop):
+        """
+        Rows ``[start, stop)`` of the image as a native float32 array, read from disk.
+
+        Unlike slicing `data`, this leaves nothing mapped: pages of a memory map stay in the
+        process's resident memory once read, which would make a whole-tile pass in strips
+        look (and, under SLURM's accounting, count) as big as the tile.
+
+        Returns
+        -------
+        2D float32 ndarray, ``(stop - start, nx)``; NaN where blanked.
+        """
+        with fits.open(self.path, memmap=False, lazy_load_hdus=True) as hdul:
+            hdu = hdul[self.hdu_index]
+            lead = (0,) * (hdu.header["NAXIS"] - 2)
+            return np.array(hdu.section[(*lead, slice(start, stop), slice(None))], dtype=np.float32)
 
     @property
     def has_beam(self):
@@ -186,9 +204,10 @@ def open_tile(path, *, require_beam=True, require_celestial=True):
             # memmap left to astropy: it maps float images, and scaled integer images (BSCALE)
             # are read into memory, which an explicit memmap=True refuses
             with fits.open(path, lazy_load_hdus=True) as hdul:
-                hdu = hdul[0]
-                if hdu.data is None and len(hdul) > 1:
-                    hdu = hdul[1]
+                hdu_index = 0
+                if hdul[0].data is None and len(hdul) > 1:
+                    hdu_index = 1
+                hdu = hdul[hdu_index]
                 header = hdu.header
                 raw = hdu.data
     except (OSError, ValueError, TypeError, IndexError) as err:
@@ -227,6 +246,7 @@ def open_tile(path, *, require_beam=True, require_celestial=True):
         pixel_scale=scale,
         bunit=str(header.get("BUNIT", "")).strip(),
         header=header,
+        hdu_index=hdu_index,
     )
 
 
