@@ -7,7 +7,7 @@ and calls the same library functions with the same arguments as the rule entry p
 workflow_scripts/:
 
     inspect_tile          skysift.inspect.inspect_tile -> inspect.json
-    shard_tile            skysift.cutouts.write_shards (256 px / 64 px overlap, 4 shards, lzf)
+    shard_tile            skysift.cutouts.write_shards (256 px / 64 px overlap, 4 shards, no compression: the default)
                           + write_parquet(CUTOUTS)
     extract_sources       skysift.extract.extract_components (default ExtractSettings)
                           + write_parquet(COMPONENTS)
@@ -143,7 +143,7 @@ def run_stage(stage, args):
             out["noise_mjy_beam"] = info["noise_mjy_beam"]
         elif stage == "shard_tile":
             table = write_shards(open_tile(p["radio"]), TILE_ID, [str(s) for s in p["shards"][: args.n_shards]],
-                                 size=args.cutout_size, overlap=args.overlap, ir_path=None, compression="lzf")
+                                 size=args.cutout_size, overlap=args.overlap, ir_path=None, compression=None)
             write_parquet(table, CUTOUTS, p["cutouts"], {"tile_id": TILE_ID})
             out["n_cutouts"] = len(table)
             out["shard_bytes"] = sum(s.stat().st_size for s in p["shards"][: args.n_shards])
