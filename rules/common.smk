@@ -119,15 +119,19 @@ def get_sim_outputs_ir():
 
 
 def get_tile_mem_mb(wildcards, input, attempt):
-    """Three times the tile's radio image on disk (at least 1 GB), more on each retry.
+    """Three times the tile's images on disk (at least 1 GB), more on each retry.
 
-    Only the radio file (from the manifest) counts, not input.size_mb: it exists when a SLURM
-    group job (a tile's inspect + shard + extract) is submitted, while the group's own
-    intermediate files do not, and Snakemake then leaves such a job's memory out of the
-    group's --mem request. Any per-tile rule can use it.
+    The images are the radio file and, for a job that reads it (an input named ``ir``), the IR
+    image: shard_tile holds both (a 12k^2 EMU-like tile, 0.58 GB, and its 23.5k^2 IR image,
+    2.2 GB, peaked at 5.1 GB RSS). Their sizes come from the manifest's paths, not
+    input.size_mb: those exist when a SLURM group job (a tile's inspect + shard + extract) is
+    submitted, while the group's own intermediate files do not, and Snakemake then leaves such
+    a job's memory out of the group's --mem request. Any per-tile rule can use it.
     """
-    radio = Path(get_tile_radio(wildcards))
-    size_mb = radio.stat().st_size / 1e6 if radio.exists() else 0
+    paths = [TILES[wildcards.tile]["radio_path"]]
+    if "ir" in input.keys() and TILES[wildcards.tile]["ir_path"]:
+        paths.append(TILES[wildcards.tile]["ir_path"])
+    size_mb = sum(Path(p).stat().st_size / 1e6 for p in paths if Path(p).exists())
     return max(1000, int(3 * size_mb)) * attempt
 
 
