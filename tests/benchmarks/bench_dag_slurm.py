@@ -10,7 +10,8 @@ and IR files are empty placeholders; a --configfile pointing tiles.manifest at i
 reads the dry run's job listing: a "Group job NAME" block is one sbatch, however many rules it
 holds; every other job is one sbatch, except those of local rules (the `localrules:` directive or
 `localrule: True` in Snakefile and rules/*.smk), which run in the snakemake process itself.
-Prints the wall time of each run (goal <= 20 s), the jobs per rule, and the SLURM jobs per
+Prints the wall and CPU time of each run and the load average before it (goal <= 20 s wall;
+the CPU time tells a busy machine from a slow DAG), the jobs per rule, and the SLURM jobs per
 group and per ungrouped rule, with their total. Checks that each group is one job per tile.
 
     .venv/bin/python tests/benchmarks/bench_dag_slurm.py [--tiles 850] [--repeat 2]
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -134,11 +136,15 @@ def main(argv=None):
         print(f"{args.tiles} tiles ({'no IR' if args.no_ir else 'placeholder IR'}), manifest {manifest}; "
               f"{os.cpu_count()} CPU(s)")
         print("command: " + " ".join(cmd))
-        walls = []
+        walls, cpus, loads = [], [], []
         for _ in range(args.repeat):
+            loads.append(os.getloadavg()[0])
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             walls.append(time.perf_counter() - t0)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
             out = proc.stdout + "\n" + proc.stderr
             if proc.returncode != 0:
                 sys.stderr.write(out[-8000:])
@@ -150,9 +156,9 @@ def main(argv=None):
             raise SystemExit("no 'Job stats:' table in the dry run's output")
 
         print()
-        print(f"{'run':<8} {'wall s':>8}")
-        for k, w in enumerate(walls):
-            print(f"{'cold' if k == 0 else f'warm {k}':<8} {w:>8.2f}")
+        print(f"{'run':<8} {'wall s':>8} {'CPU s':>8} {'load avg':>9}   (CPU s: user + system of snakemake)")
+        for k, (w, c, la) in enumerate(zip(walls, cpus, loads)):
+            print(f"{'cold' if k == 0 else f'warm {k}':<8} {w:>8.2f} {c:>8.2f} {la:>9.2f}")
         print()
         print(f"{'rule (Snakemake jobs)':<28} {'jobs':>6}")
         print("-" * 35)
@@ -173,7 +179,9 @@ def main(argv=None):
         print()
         worst = max(walls)
         print(f"goal: dry-run DAG of {args.tiles} tiles with the slurm profile <= {GOAL_S:.0f} s: "
-              f"slowest run {worst:.2f} s -> {'MET' if worst <= GOAL_S else 'NOT MET'}")
+              f"slowest run {worst:.2f} s wall, {max(cpus):.2f} s CPU -> {'MET' if worst <= GOAL_S else 'NOT MET'}"
+              + ("" if worst <= GOAL_S or max(cpus) > GOAL_S else
+                 f" (CPU time within the goal: the wall time is other load, {max(loads):.1f} on {os.cpu_count()} CPUs)"))
         per_tile_ok = all(groups.get(g) == args.tiles for g in PER_TILE_GROUPS)
         print(f"check: one SLURM job per tile for each of {', '.join(PER_TILE_GROUPS)}: "
               f"{'OK' if per_tile_ok else 'FAILED ' + str(dict(groups))}")
