@@ -164,3 +164,18 @@ def test_fit_gaussian_rotated_with_companion():
     main, (comp,) = fit_gaussian(img, np.zeros_like(img, bool), 38, 41, 6.0, 3.5, companions=[(46, 41)])
     assert_allclose(main, (30.0, 38.2, 40.7, cxx, cyy, cxy), rtol=1e-4, atol=1e-6)
     assert_allclose(comp, (1.0, 45.9, 41.3, cxx, cyy, cxy), rtol=1e-3, atol=1e-5)
+
+
+def test_sep_limits_are_raised_and_flagged(tmp_path):
+    """An object larger than SEP's default pixel stack (300k px) does not kill the extraction."""
+    yy, xx = np.mgrid[0:1024, 0:1024]
+    img = gaussian_image(1024, 1024, [(100, 100, 2e-3)], beam_sigma_pix=BEAM_SIGMA, rms=25e-6, seed=4)
+    blob = (xx - 560) ** 2 + (yy - 560) ** 2 < 330**2  # ~342k pixels of diffuse emission
+    img[blob] += 1e-3
+    tile = open_tile(write_tile(tmp_path / "dense.fits", img, casda_header(1024, 1024)))
+    # radio images are zero-mean: no background subtraction, or the blob would become background
+    comp = extract_components(tile, "D", ExtractSettings(back_size=64, subtract_background=False, residual_pass=False))
+    assert len(comp) >= 2
+    assert (comp["flags"] & 4).all()  # the strip's limits were raised: every row says so
+    big = comp.loc[comp.npix.idxmax()]
+    assert big.npix > 300_000 and np.hypot(big.x - 560, big.y - 560) < 5
