@@ -26,8 +26,8 @@ rule shard_tile:
         radio=get_tile_radio,
         info="results/tiles/{tile}/inspect.json",
     output:
-        shards=expand(
-            "results/cutouts/{{tile}}/shard-{shard}.h5", shard=range(N_SHARDS)
+        shards=temp(
+            expand("results/cutouts/{{tile}}/shard-{shard}.h5", shard=range(N_SHARDS))
         ),
         cutouts="results/cutouts/{tile}/cutouts.parquet",
     log:
