@@ -39,6 +39,7 @@ pytestmark = pytest.mark.slurm
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PROFILE = REPO / "profiles" / "slurm"
 TEST_CONFIG = REPO / "tests" / "configs" / "slurm.yaml"
+SCHEMA = REPO / "config" / "schema" / "config.schema.yaml"
 TILE = "SIM_2154-55"  # the demo manifest's tile (config/manifest.csv)
 TABLES = ("sources", "components", "cutouts")
 GPU_RULES = ("train_quality", "train_detector", "infer_shard")
@@ -107,6 +108,27 @@ class Run:
 
 
 STARTED: list[Run] = []  # every process this module started, stopped at the end
+CONFIG = [TEST_CONFIG]  # the test configuration as passed to snakemake (see known_to_schema)
+
+
+def known_to_schema(config, schema):
+    """
+    ``config`` without the keys ``schema`` does not define, and the dropped keys' paths.
+
+    tests/configs/slurm.yaml shrinks every stage's models and trainings; a stage whose settings
+    are not in the schema yet (it is being written) is not in the workflow yet either.
+    """
+    kept, dropped = {}, []
+    props = schema.get("properties", {})
+    for key, value in config.items():
+        if key not in props:
+            dropped.append(key)
+        elif isinstance(value, dict) and props[key].get("type") == "object" and "properties" in props[key]:
+            kept[key], sub = known_to_schema(value, props[key])
+            dropped += [f"{key}.{d}" for d in sub]
+        else:
+            kept[key] = value
+    return kept, dropped
 
 
 def start(workdir, *args, profiles, name, configfiles=()):
@@ -118,7 +140,7 @@ def start(workdir, *args, profiles, name, configfiles=()):
     profile_args = [a for p in profiles for a in ("--profile", str(p))]
     cmd = ["timeout", "-s", "KILL", str(RUN_TIMEOUT_S), SNAKEMAKE, "-s", str(REPO / "Snakefile"),
            "--directory", str(workdir), *profile_args, *args,
-           "--configfile", str(TEST_CONFIG), *map(str, configfiles)]
+           "--configfile", str(CONFIG[0]), *map(str, configfiles)]
     with open(log, "w") as f:
         f.write(" ".join(cmd) + "\n")
         f.flush()
@@ -273,6 +295,30 @@ def job_stats(text):
     return counts
 
 
+def job_state(jobid):
+    """sacct's state of a job, without the "by <uid>" of a cancellation."""
+    out = sh("sacct", "-X", "-n", "-P", "-j", str(jobid), "-o", "State")
+    return out.stdout.strip().split(" ")[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def training_rule():
+    """The first training rule (train_detector, then train_quality) the workflow has, or None."""
+    text = "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
+    return next((r for r in TRAIN_RULES if re.search(rf"^rule {r}:", text, re.M)), None)
+
+
+def checkpoints(workdir):
+    """Resumable training checkpoints (checkpoint*.pt, .pth) anywhere under results/."""
+    return {p for p in (Path(workdir) / "results").rglob("checkpoint*") if p.suffix in (".pt", ".pth")}
+
+
+def checkpoint_step(path):
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return next((int(state[k]) for k in ("step", "global_step", "epoch") if k in state), None)
+
+
 # --------------------------------------------------------------------------------------------
 # fixtures
 
@@ -283,6 +329,11 @@ def cluster(tmp_path_factory):
     if problem:
         pytest.skip(f"{problem}; {START_HINT}")
     folder = site_profile(tmp_path_factory.mktemp("site-profile"))
+    config, dropped = known_to_schema(yaml.safe_load(TEST_CONFIG.read_text()), yaml.safe_load(SCHEMA.read_text()))
+    CONFIG[0] = folder / "test-config.yaml"
+    CONFIG[0].write_text(yaml.safe_dump(config, sort_keys=False))
+    if dropped:
+        print(f"\n{TEST_CONFIG.name}: keys the schema does not define (yet), left out: {', '.join(dropped)}")
     yield folder
     for run in STARTED:  # stop what this module started: processes, then their SLURM jobs
         if run.proc.poll() is None:
@@ -292,16 +343,114 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def local_run(cluster, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("local") / "work"
-    return finish(start(workdir, "all_emu_tiles", "--cores", "2", profiles=[REPO / "profiles" / "local"],
-                        name="local"))
+def reference_runs(cluster, tmp_path_factory):
+    """The demo survey run locally and through SLURM, side by side (the SLURM run mostly waits)."""
+    slurm = start(tmp_path_factory.mktemp("slurm") / "work", "all_emu_tiles", profiles=[PROFILE, cluster],
+                  name="slurm")
+    local = start(tmp_path_factory.mktemp("local") / "work", "all_emu_tiles", "--cores", "2",
+                  profiles=[REPO / "profiles" / "local"], name="local")
+    return finish(local), finish(slurm)
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("slurm") / "work"
-    return finish(start(workdir, "all_emu_tiles", profiles=[PROFILE, cluster], name="slurm"))
+def local_run(reference_runs):
+    return reference_runs[0]
+
+
+@pytest.fixture(scope="module")
+def slurm_run(reference_runs):
+    return reference_runs[1]
+
+
+@dataclass
+class Interrupted:
+    workdir: Path
+    run: Run
+    victim: tuple
+    train_rule: str | None
+    checkpoint: Path | None
+    checkpoint_step: int | None
+    before: dict
+    incomplete: set
+    finished: set
+    unfinished: set
+    rerun: Run
+
+
+@pytest.fixture(scope="module")
+def interrupted(cluster, slurm_run, tmp_path_factory):
+    """
+    A copy of the SLURM run redoes its tile's catalogue with a fresh training
+    (-R inspect_tile <training rule>, target: the tile's catalogue tables). Once the training
+    job has written a checkpoint it is scancelled; once the tile's tile_prep group job is done,
+    snakemake is SIGKILLed; then, as a user would, the run's other jobs are cancelled, the
+    folder unlocked, and the same command run again.
+
+    Without a training rule, the job cancelled is the tile's first later job (tile_finish or
+    infer_shard). snakemake-executor-plugin-slurm 2.8.0 reads sacct's "CANCELLED by <uid>" as
+    still running, so a snakemake whose job was scancelled waits for it for ever (it does
+    finish the jobs that do not depend on it): killing it is the user's way out (README
+    "Running on a cluster").
+    """
+    workdir = tmp_path_factory.mktemp("interrupted") / "work"
+    shutil.copytree(slurm_run.workdir, workdir, symlinks=True)  # copy2 keeps the mtimes
+    shutil.rmtree(workdir / ".snakemake" / "slurm_logs", ignore_errors=True)
+    train = training_rule()
+    for ckpt in checkpoints(workdir):  # a finished training's checkpoint would end a rerun at once
+        ckpt.unlink()
+    profiles = [PROFILE, cluster]
+    targets = [f"results/catalogue/{TILE}/{t}.parquet" for t in TABLES]
+    forced = ["inspect_tile"] + ([train] if train else [])
+    run = start(workdir, *targets, "-R", *forced, profiles=profiles, name="interrupted")
+    uuid = wait_for(run.slurm_uuid, 120, "the SLURM run ID in the log")
+    run.uuids.append(uuid)
+    inspect_json = workdir / "results" / "tiles" / TILE / "inspect.json"
+
+    def tile_prep_done():
+        return inspect_json.exists() and inspect_json.stat().st_mtime_ns > run.started_ns and not any(
+            "tile_prep" in j[2] for j in active_jobs(uuid))
+
+    def running(*markers):
+        return next((j for j in active_jobs(uuid) if j[1] == "RUNNING" and any(m in j[2] for m in markers)), None)
+
+    def cancel(job):
+        sh("scancel", job[0])
+        wait_for(lambda: job_state(job[0]) == "CANCELLED", 60, f"job {job[0]} to be CANCELLED")
+
+    if train:
+        def training_checkpointed():
+            job = running(f"rule_{train}")
+            if job and any(c.stat().st_mtime_ns > run.started_ns for c in checkpoints(workdir)):
+                return job
+            assert run.proc.poll() is None, "snakemake ended before the training could be killed:\n" + run.text()[-3000:]
+            assert f"(Rule: {train})" not in run.text(), (
+                f"{train} finished before it could be killed after a checkpoint: make it longer or checkpoint "
+                f"sooner in {TEST_CONFIG}")
+            return None
+
+        victim = wait_for(training_checkpointed, 300, f"{train} to run and write a checkpoint")
+        cancel(victim)  # snakemake does not notice (see above) and goes on with the tile
+        wait_for(tile_prep_done, 300, "the tile's tile_prep job to finish")
+    else:
+        victim = wait_for(lambda: running("tile_finish", "infer_shard"), 300, "a tile_finish or infer_shard job")
+        time.sleep(2)  # mid-run
+        cancel(victim)
+    run.kill()  # SIGKILL: no clean-up; outputs of the jobs it was running stay marked incomplete
+    cancel_run(uuid)  # what the user does next: the run's other jobs go too
+
+    ckpt = next(iter(checkpoints(workdir)), None) if train else None
+    step = checkpoint_step(ckpt) if ckpt else None
+    before = result_mtimes(workdir)
+    planned = {o for _, outs in jobs_in_log(run.text()) for o in outs if o.startswith("results/")}
+    incomplete = incomplete_outputs(workdir)
+    # the interrupted run's jobs: finished (written whole) or not (marked incomplete, or missing:
+    # a scancelled job's snakemake removes its outputs on SIGTERM)
+    used_temp = set(re.findall(r"Removing temporary output (\S+)\.$", run.text(), re.M))  # done and consumed
+    finished = {p for p in planned if p in before and before[p] > run.started_ns and p not in incomplete} | used_temp
+    unfinished = planned - finished
+    finish(start(workdir, "--unlock", profiles=profiles, name="unlock"))
+    rerun = finish(start(workdir, *targets, profiles=profiles, name="rerun"))
+    return Interrupted(workdir, run, victim, train, ckpt, step, before, incomplete, finished, unfinished, rerun)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +479,7 @@ def test_gpu_rules_ask_for_a_gpu_and_cpu_rules_do_not(slurm_run):
             assert "gres/gpu" not in j.req_tres, (j.rules, j.req_tres)
     if not gpu_jobs:
         pytest.skip(f"CPU jobs checked; no GPU rule ({', '.join(GPU_RULES)}) in the workflow yet")
+    print(f"\nGPU jobs: {sorted(r for j in gpu_jobs for r in j.targets)}")
 
 
 def test_a_tile_costs_at_most_two_cpu_jobs_and_one_per_shard(slurm_run):
@@ -344,61 +494,42 @@ def test_a_tile_costs_at_most_two_cpu_jobs_and_one_per_shard(slurm_run):
         assert len(shard_jobs) == n_shards
 
 
-def job_state(jobid):
-    out = sh("sacct", "-X", "-n", "-P", "-j", str(jobid), "-o", "State")
-    return out.stdout.strip().split(" ")[0] if out.returncode == 0 and out.stdout.strip() else None
-
-
-def test_scancel_and_sigkill_then_rerun_redoes_only_unfinished_jobs(cluster, local_run, slurm_run, tmp_path_factory):
-    """
-    A copy of the SLURM run redoes its tile (-R inspect_tile); once the tile's first jobs are
-    done and a later one runs, that job is scancelled and snakemake is SIGKILLed; the user then
-    cancels the run's remaining jobs, unlocks, and reruns. The rerun must finish, redo only
-    what did not finish, and give the local run's catalogue.
-
-    (snakemake-executor-plugin-slurm 2.8.0 reads sacct's "CANCELLED by <uid>" as still running,
-    so a snakemake whose job was scancelled waits for it for ever: killing it is the user's
-    way out, which is what this test does. README "Running on a cluster" says so.)
-    """
-    workdir = tmp_path_factory.mktemp("interrupted") / "work"
-    shutil.copytree(slurm_run.workdir, workdir, symlinks=True)  # copy2 keeps the mtimes
-    shutil.rmtree(workdir / ".snakemake" / "slurm_logs", ignore_errors=True)
-    profiles = [PROFILE, cluster]
-    run = start(workdir, "all_emu_tiles", "-R", "inspect_tile", profiles=profiles, name="interrupted")
-    uuid = wait_for(run.slurm_uuid, 120, "the SLURM run ID in the log")
-    run.uuids.append(uuid)
-
-    def running_later_job():
-        return next((j for j in active_jobs(uuid) if j[1] == "RUNNING"
-                     and ("tile_finish" in j[2] or "infer_shard" in j[2])), None)
-
-    victim = wait_for(running_later_job, 300, "a tile_finish or infer_shard job of the rerun tile to run")
-    time.sleep(2)  # mid-run
-    sh("scancel", victim[0])
-    wait_for(lambda: job_state(victim[0]) == "CANCELLED", 60, f"job {victim[0]} to be CANCELLED")
-    time.sleep(2)
-    run.kill()  # SIGKILL: no clean-up, outputs of running jobs stay marked incomplete
-    cancel_run(uuid)  # what the user does next: the run's other jobs go too
-
-    before = result_mtimes(workdir)
-    incomplete = incomplete_outputs(workdir)
-    assert incomplete, "the interrupted run left no output marked incomplete"
-    finished = {p for p, m in before.items() if m > run.started_ns and p not in incomplete}
-    assert {f"results/tiles/{TILE}/inspect.json", f"results/components/{TILE}.parquet"} <= finished, sorted(finished)
-
-    unlock = start(workdir, "--unlock", profiles=profiles, name="unlock")
-    finish(unlock)
-    rerun = finish(start(workdir, "all_emu_tiles", profiles=profiles, name="rerun"))
-    redone = jobs_in_log(rerun.text())
+def test_scancel_and_sigkill_then_rerun_redoes_only_unfinished_jobs(local_run, interrupted):
+    it = interrupted
+    assert {f"results/tiles/{TILE}/inspect.json", f"results/components/{TILE}.parquet"} <= it.finished
+    assert it.unfinished, "the interrupted run left nothing unfinished"
+    redone = jobs_in_log(it.rerun.text())
     redone_rules = {r for r, _ in redone}
     redone_outputs = {o for _, outs in redone for o in outs}
-    assert redone_outputs, "the rerun ran nothing"
-    assert not redone_outputs & finished, sorted(redone_outputs & finished)
-    assert {o for o in incomplete if o.startswith("results/")} <= redone_outputs, sorted(incomplete)
-    assert not redone_rules & {"simulate_survey", "inspect_tile", "shard_tile", "extract_sources", *TRAIN_RULES}
-    after = result_mtimes(workdir)
-    assert all(after[p] == before[p] for p in finished)
-    assert catalogue_digests(workdir) == catalogue_digests(local_run.workdir)
-    assert not incomplete_outputs(workdir)
-    print(f"\nscancelled job {victim[0]} ({victim[2]}), SIGKILLed snakemake; the rerun redid "
+    assert not redone_outputs & it.finished, sorted(redone_outputs & it.finished)
+    assert it.unfinished <= redone_outputs, sorted(it.unfinished - redone_outputs)
+    assert not redone_rules & {"simulate_survey", "inspect_tile", "shard_tile", "extract_sources"}, redone_rules
+    after = result_mtimes(it.workdir)  # (temp() outputs, the cutout shards, are gone once used)
+    assert all(after[p] == it.before[p] for p in it.finished if p in it.before and p in after)
+    assert catalogue_digests(it.workdir) == catalogue_digests(local_run.workdir)
+    assert not incomplete_outputs(it.workdir)
+    print(f"\nscancelled job {it.victim[0]} ({it.victim[2]}), SIGKILLed snakemake; the rerun redid "
           f"{sorted(redone_rules - {'all_emu_tiles'})}")
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(slurm_run, interrupted):
+    it = interrupted
+    if it.train_rule is None:
+        pytest.skip(f"no training rule ({', '.join(TRAIN_RULES)}) in the workflow yet")
+    assert it.checkpoint is not None and it.checkpoint_step, "the killed training left no checkpoint"
+    redone = {r for r, _ in jobs_in_log(it.rerun.text())}
+    assert it.train_rule in redone
+    logs = [p for p in (it.workdir / "logs" / it.train_rule).rglob("*.log")]
+    text = "\n".join(p.read_text(errors="replace") for p in logs)
+    resumed = re.search(r"resum\w*.*?step (\d+)", text, re.I)
+    assert resumed, f"no 'resuming' line in {logs}:\n{text[-3000:]}"
+    assert int(resumed.group(1)) == it.checkpoint_step, (resumed.group(0), it.checkpoint_step)
+    # a resumed training gives the model an uninterrupted one gave (CPU, same seed and data order)
+    import torch
+
+    output = next(o for r, outs in jobs_in_log(it.rerun.text()) if r == it.train_rule for o in outs)
+    resumed_model = torch.load(it.workdir / output, map_location="cpu", weights_only=True)["model"]
+    original_model = torch.load(slurm_run.workdir / output, map_location="cpu", weights_only=True)["model"]
+    assert resumed_model.keys() == original_model.keys()
+    assert all(torch.equal(resumed_model[k], original_model[k]) for k in original_model)
+    print(f"\n{it.train_rule} killed after its checkpoint at step {it.checkpoint_step}; the rerun resumed there")
