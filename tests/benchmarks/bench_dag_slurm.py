@@ -14,7 +14,7 @@ Prints the wall and CPU time of each run and the load average before it (goal <=
 the CPU time tells a busy machine from a slow DAG), the jobs per rule, and the SLURM jobs per
 group and per ungrouped rule, with their total. Checks that each group is one job per tile.
 
-    .venv/bin/python tests/benchmarks/bench_dag_slurm.py [--tiles 850] [--repeat 2]
+    .venv/bin/python tests/benchmarks/bench_dag_slurm.py [--tiles 850] [--repeat 2] [--configfile config/emu.yaml]
 """
 
 from __future__ import annotations
@@ -115,6 +115,9 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=2, help="dry runs to time (default 2: cold, then warm)")
     ap.add_argument("--no-ir", action="store_true", help="empty ir_path for every tile (default: placeholder IR)")
     ap.add_argument("--profile", type=Path, default=REPO / "profiles" / "slurm", help="profile (default profiles/slurm)")
+    ap.add_argument("--configfile", type=Path, action="append", default=[],
+                    help="config layered under the benchmark's manifest (repeatable), e.g. config/emu.yaml "
+                         "for the real survey's 8 shards per tile")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_dag_slurm"),
                     help="scratch folder (default /tmp/bench_dag_slurm; removed unless --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -132,7 +135,7 @@ def main(argv=None):
         run_dir = work / "run"
         run_dir.mkdir()
         cmd = [args.snakemake, "-n", "all_emu_tiles", "--profile", str(args.profile), "--directory", str(run_dir),
-               "-s", str(REPO / "Snakefile"), "--configfile", str(cfg)]
+               "-s", str(REPO / "Snakefile"), "--configfile", *map(str, args.configfile), str(cfg)]
         print(f"{args.tiles} tiles ({'no IR' if args.no_ir else 'placeholder IR'}), manifest {manifest}; "
               f"{os.cpu_count()} CPU(s)")
         print("command: " + " ".join(cmd))
