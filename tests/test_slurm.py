@@ -46,7 +46,7 @@ GPU_RULES = ("train_quality", "train_detector", "infer_shard")
 TRAIN_RULES = ("train_detector", "train_quality")
 PER_TILE_CPU_RULES = ("inspect_tile", "shard_tile", "extract_sources", "map_som", "build_stamps",
                       "predict_quality", "merge_tile_catalogue")
-RUN_TIMEOUT_S = 420  # one snakemake run; `timeout -s KILL` ends it after this
+RUN_TIMEOUT_S = 900  # one snakemake run; `timeout -s KILL` ends it after this (a loaded 2-core machine: ~10 min)
 START_HINT = "start one with: WITH_DBD=1 FAKE_GPU=1 bash ../shared/tools/start-local-slurm.sh"
 
 
@@ -428,11 +428,11 @@ def interrupted(cluster, slurm_run, tmp_path_factory):
                 f"sooner in {TEST_CONFIG}")
             return None
 
-        victim = wait_for(training_checkpointed, 300, f"{train} to run and write a checkpoint")
+        victim = wait_for(training_checkpointed, 600, f"{train} to run and write a checkpoint")
         cancel(victim)  # snakemake does not notice (see above) and goes on with the tile
-        wait_for(tile_prep_done, 300, "the tile's tile_prep job to finish")
+        wait_for(tile_prep_done, 600, "the tile's tile_prep job to finish")
     else:
-        victim = wait_for(lambda: running("tile_finish", "infer_shard"), 300, "a tile_finish or infer_shard job")
+        victim = wait_for(lambda: running("tile_finish", "infer_shard"), 600, "a tile_finish or infer_shard job")
         time.sleep(2)  # mid-run
         cancel(victim)
     run.kill()  # SIGKILL: no clean-up; outputs of the jobs it was running stay marked incomplete
