@@ -8,6 +8,7 @@ rule simulate_survey:
         radio="results/simulated/{sim_tile}/radio.fits",
         truth_components="results/simulated/{sim_tile}/truth_components.parquet",
         truth_sources="results/simulated/{sim_tile}/truth_sources.parquet",
+        truth_regions="results/simulated/{sim_tile}/truth_regions.parquet",
         meta="results/simulated/{sim_tile}/tile.json",
     log:
         "logs/simulate_survey/{sim_tile}.log",
@@ -22,5 +23,7 @@ rule simulate_survey:
     params:
         settings=SIM_SETTINGS,
         tile=get_sim_tile,
+        defects=get_sim_defects,
+        region_size=lookup(dpath="quality/region_size", within=config),
     script:
         "../workflow_scripts/simulate_survey.py"

@@ -94,7 +94,24 @@ SOURCES = [
     _c("flux_int", F32, "mJy", "Sum of the components' integrated flux densities"),
     _c("flux_peak", F32, "mJy/beam", "Highest component peak surface brightness"),
     _c("component_ids", pa.list_(STR), "", "component_id of every component of the source"),
-    _c("flags", I32, "", "skysift flags (bitwise OR of the components' flags)"),
+    _c("flags", I32, "", "skysift flags: bitwise OR of the components' flags, and 16 detection score < 0.8, "
+                         "32 mask touches blanked (NaN) pixels, 64 mask cut by a cutout edge, 128 no SEP component"),
+    _c("origin", STR, "", "How the source was formed: 'detection' (detector mask) or 'component' (a lone SEP component)"),
+    _c("n_islands", I32, "", "Number of distinct SEP islands among the components (RGZ 'components')"),
+    _c("n_peaks", I32, "", "Number of SEP components: deblended peaks (RGZ 'peaks')"),
+    _c("morph_class", STR, "", "Morphology class from the detector (null for lone components)"),
+    _c("morph_score", F32, "", "Detector probability of morph_class (CLARAN's P)"),
+    _c("morph_probs", pa.list_(F32), "", "Detector probability of every class, in the order of the 'morph_classes' file metadata"),
+    _c("las", F32, "arcsec", "Largest angular size of the detection mask"),
+    _c("host_ra", F64, "deg", "Right ascension (ICRS) of the infrared host: maximum of the IR weighted by the source mask"),
+    _c("host_dec", F64, "deg", "Declination (ICRS) of the infrared host"),
+    _c("host_score", F32, "", "Host confidence: weighted IR peak over (itself + the next distinct peak); 1 unambiguous"),
+    _c("bbox_x_min", I32, "pix", "First tile x pixel of the mask (origin of mask_rle)"),
+    _c("bbox_y_min", I32, "pix", "First tile y pixel of the mask (origin of mask_rle)"),
+    _c("bbox_x_max", I32, "pix", "One past the last tile x pixel of the mask"),
+    _c("bbox_y_max", I32, "pix", "One past the last tile y pixel of the mask"),
+    _c("mask_rle", STR, "", "COCO compressed RLE (JSON) of the detection mask within the bbox, rows = y"),
+    _c("model_id", STR, "", "SHA-256 (first 16 hex) of the detector model file (null without detection)"),
 ]
 
 PROVENANCE = [
@@ -106,9 +123,65 @@ SOURCE_LINK = [
     _c("source_id", STR, "", "Source the component belongs to (sources table)"),
 ]
 
-CATALOGUE_COMPONENTS = COMPONENTS + SOURCE_LINK + PROVENANCE
-CATALOGUE_SOURCES = SOURCES + PROVENANCE
-CATALOGUE_CUTOUTS = CUTOUTS + PROVENANCE
+QUALITY_CLASSES = ("good", "artefacts", "high_noise", "striping", "poor_psf")
+"""Image-quality classes, in the order of every quality probability vector skysift writes."""
+
+SOM = [
+    _c("som_bmu_x", I32, "", "First (x) index of the component's best-matching unit on the quality SOM (-1: not mapped)"),
+    _c("som_bmu_y", I32, "", "Second (y) index of the component's best-matching unit on the quality SOM (-1: not mapped)"),
+    _c("som_cluster", I32, "", "K-means cluster (0-based) of the SOM codebook holding the best-matching unit (-1: not mapped)"),
+]
+
+SOM_MAP = [_c("component_id", STR, "", "Component (components table)")] + SOM
+
+
+def _quality_columns(prefix="quality_prob_", what="M3, the production classifier"):
+    return [_c(f"{prefix}{k}", F32, "", f"Probability that the quality region is '{k}' ({what})")
+            for k in QUALITY_CLASSES]
+
+
+QUALITY = [
+    _c("quality_region", STR, "", "Quality region holding the row: <tile_id>_q<row>_<col> (null: off the region grid)"),
+    _c("quality_class", STR, "", "Image-quality class of the quality region (most probable class; null: not judged)"),
+] + _quality_columns()
+
+CATALOGUE_COMPONENTS = COMPONENTS + SOURCE_LINK + SOM + QUALITY + PROVENANCE
+CATALOGUE_SOURCES = SOURCES + QUALITY + PROVENANCE
+CATALOGUE_CUTOUTS = CUTOUTS + QUALITY + PROVENANCE
+
+REGIONS = [
+    _c("region_id", STR, "", "Quality region identifier: <tile_id>_q<row>_<col>"),
+    _c("tile_id", STR, "", "Survey tile"),
+    _c("row", I32, "", "Row of the region in the tile's region grid"),
+    _c("col", I32, "", "Column of the region in the tile's region grid"),
+    _c("x_min", I32, "pix", "First tile x pixel of the region"),
+    _c("x_max", I32, "pix", "One past the last tile x pixel of the region"),
+    _c("y_min", I32, "pix", "First tile y pixel of the region"),
+    _c("y_max", I32, "pix", "One past the last tile y pixel of the region"),
+    _c("valid_fraction", F64, "", "Non-blank pixels of the region over region_size**2"),
+]
+
+QUALITY_REGIONS = REGIONS + [
+    _c("n_components", I32, "", "SEP components in the region (mapped on the SOM)"),
+    _c("quality_class", STR, "", "Most probable class of M3, the production classifier (null: no valid pixel)"),
+] + _quality_columns() + [
+    _c("quality_class_m1", STR, "", "Most probable class of M1 (CNN on the representative stamps)"),
+] + _quality_columns("quality_prob_m1_", "M1, CNN on the stamps") + [
+    _c("quality_class_m2", STR, "", "Most probable class of M2 (MLP on the cluster counts)"),
+] + _quality_columns("quality_prob_m2_", "M2, MLP on the counts")
+
+TRUTH_REGIONS = REGIONS + [
+    _c("quality_class", STR, "", "True image-quality class: the dominant defect, or 'good'"),
+    _c("secondary_class", STR, "", "Weaker second defect of a mixed region ('' when none)"),
+    _c("rms_factor", F64, "", "Noise multiplier in the region interior (high_noise)"),
+    _c("psf_smear_maj", F64, "arcsec", "FWHM major axis of the extra smearing kernel (poor_psf; NaN: none)"),
+    _c("psf_smear_min", F64, "arcsec", "FWHM minor axis of the extra smearing kernel (poor_psf; NaN: none)"),
+    _c("psf_smear_pa", F64, "deg", "Position angle of the smearing kernel, east of north (poor_psf; NaN: none)"),
+    _c("stripe_amplitude", F64, "", "Peak amplitude of the background ripples in units of the local rms (striping)"),
+    _c("stripe_wavelength", F64, "arcsec", "Mean wavelength of the background ripples (striping; NaN: none)"),
+    _c("artefact_level", F64, "", "Artefact amplitude at one beam over the carrier's peak (artefacts)"),
+    _c("artefact_source_id", STR, "", "Truth source carrying the artefacts (null: none)"),
+]
 
 TRUTH_COMPONENTS = [
     _c("component_id", STR, "", "Truth component identifier: <tile_id>_t<serial>"),
@@ -155,6 +228,32 @@ TRUTH_SOURCES = [
     _c("in_footprint", BOOL, "", "True when the source centre lies on valid pixels"),
 ]
 
+DETECTIONS = [
+    _c("detection_id", STR, "", "Unique detection identifier: <cutout_id>_d<serial>, serial by decreasing score"),
+    _c("cutout_id", STR, "", "Cutout the detection was made on"),
+    _c("tile_id", STR, "", "Survey tile"),
+    _c("box_x_min", F32, "pix", "Box left edge in cutout pixels (pixel i spans [i, i+1))"),
+    _c("box_y_min", F32, "pix", "Box lower edge in cutout pixels"),
+    _c("box_x_max", F32, "pix", "Box right edge in cutout pixels"),
+    _c("box_y_max", F32, "pix", "Box upper edge in cutout pixels"),
+    _c("tile_box_x_min", F32, "pix", "Box left edge in tile pixels"),
+    _c("tile_box_y_min", F32, "pix", "Box lower edge in tile pixels"),
+    _c("tile_box_x_max", F32, "pix", "Box right edge in tile pixels"),
+    _c("tile_box_y_max", F32, "pix", "Box upper edge in tile pixels"),
+    _c("morph_class", STR, "", "Most probable morphology class"),
+    _c("score", F32, "", "Probability of morph_class"),
+    _c("class_probs", pa.list_(F32), "", "Probability of every class, in the order of the 'categories' file metadata"),
+    _c("mask_x_min", I32, "pix", "Tile x pixel of the first column of mask_rle"),
+    _c("mask_y_min", I32, "pix", "Tile y pixel of the first row of mask_rle"),
+    _c("mask_rle", STR, "", "COCO compressed RLE (JSON) of the binary mask (soft mask >= 0.5) within its own bbox"),
+    _c("mask_npix", I32, "pix", "Pixels in the mask"),
+    _c("edges", I32, "", "Cutout edges the mask touches: 1 left (x=0), 2 right, 4 bottom (y=0), 8 top"),
+    _c("touches_nan", BOOL, "", "The mask touches blanked (NaN) pixels"),
+    _c("host_x", F64, "pix", "Tile x pixel of the infrared host candidate (NaN: none, or no IR)"),
+    _c("host_y", F64, "pix", "Tile y pixel of the infrared host candidate"),
+    _c("host_score", F32, "", "Host confidence (see sources.host_score)"),
+]
+
 TABLES = {
     "components": COMPONENTS,
     "cutouts": CUTOUTS,
@@ -163,6 +262,10 @@ TABLES = {
     "catalogue_cutouts": CATALOGUE_CUTOUTS,
     "truth_components": TRUTH_COMPONENTS,
     "truth_sources": TRUTH_SOURCES,
+    "detections": DETECTIONS,
+    "truth_regions": TRUTH_REGIONS,
+    "quality_regions": QUALITY_REGIONS,
+    "som_map": SOM_MAP,
 }
 
 

@@ -41,8 +41,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from . import columns
+from . import columns, defects
 from .masks import encode_mask
+from .regions import valid_fractions
 from .tileio import beam_area_pixels
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,11 @@ class SimulationSettings:
         Rotation of the IR pixel grid relative to north, degrees.
     ir_density : float
         Field objects (stars and galaxies) per deg^2 in the IR image.
+    defects : dict
+        Image defects per quality region (see `skysift.defects`): ``{"fractions": {class:
+        weight}, "mixed_fraction": p}``. Empty: every region is ``good`` (no defect).
+    region_size : int
+        Side (pixels) of the quality regions the defects and their labels are drawn on.
     """
 
     size: int = 2048
@@ -169,6 +175,8 @@ class SimulationSettings:
     ir_psf_fwhm: float = 6.0
     ir_angle: float = 23.0
     ir_density: float = 10000.0
+    defects: dict = field(default_factory=dict)
+    region_size: int = 1024
 
     def __post_init__(self):
         checks = {
@@ -183,12 +191,14 @@ class SimulationSettings:
             "ir_pixel_scale": self.ir_pixel_scale > 0,
             "ir_psf_fwhm": self.ir_psf_fwhm > 0,
             "ir_density": self.ir_density >= 0,
+            "region_size": self.region_size >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 f"invalid simulation settings: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}"
             )
+        defects.check_defect_settings(self.defects)
 
     @property
     def beam_sigma_px(self) -> float:
@@ -1095,6 +1105,8 @@ def simulate_tile(
     truth_components_path,
     truth_sources_path,
     meta_path,
+    *,
+    truth_regions_path=None,
 ) -> dict:
     """
     Simulate one tile and write its radio image, IR image, truth tables and metadata.
@@ -1112,6 +1124,9 @@ def simulate_tile(
         Outputs (FITS, FITS, Parquet, Parquet, JSON). ``ir_path`` is required when
         ``settings.ir`` is True and ignored (may be None) when it is False. Each file is
         written under a temporary name in the same folder and renamed into place.
+    truth_regions_path : path-like, optional
+        Parquet output: the quality regions with their defect class and parameters
+        (`skysift.columns.TRUTH_REGIONS`); not written when None.
 
     Returns
     -------
@@ -1135,6 +1150,8 @@ def simulate_tile(
 
     sources = _draw_sources(rng, settings)
     img = make_radio_noise(rng, settings)
+    # defects draw from their own generator: a tile without defects is unchanged by them
+    plan = defects.inject_defects(np.random.default_rng([seed, defects.SEED_STREAM]), settings, sources, img)
 
     src_rows = {k: [] for k in (c.name for c in columns.TABLES["truth_sources"])}
     comp_rows = {k: [] for k in (c.name for c in columns.TABLES["truth_components"])}
@@ -1143,7 +1160,7 @@ def simulate_tile(
     src_xy = []
     for serial, src in enumerate(sources):
         sid = f"{tile_id}_t{serial:06d}"
-        rms_c = float(rms_at(src.x, src.y, settings))
+        rms_c = float(rms_at(src.x, src.y, settings) * defects.rms_factor_at(src.x, src.y, plan))
         stamp, x0, y0, morph = measure_source(src, settings, rms_c)
         # add into the tile
         sy0, sy1, sx0, sx1 = max(y0, 0), min(y0 + stamp.shape[0], n), max(x0, 0), min(x0 + stamp.shape[1], n)
@@ -1176,7 +1193,7 @@ def simulate_tile(
                 for k in range(morph.n_components):
                     cids.append(f"{sid}_{k}")
                     comp_xy.append((float(cxs[k]), float(cys[k])))
-                    rms_k = float(rms_at(cxs[k], cys[k], settings))
+                    rms_k = float(rms_at(cxs[k], cys[k], settings) * defects.rms_factor_at(cxs[k], cys[k], plan))
                     comp_rows["flux_int"].append(float(sums[k]) / beam_px * 1e3)
                     comp_rows["flux_peak"].append(float(peaks[k]) * 1e3)
                     comp_rows["rms"].append(rms_k * 1e3)
@@ -1222,6 +1239,7 @@ def simulate_tile(
 
     nan_count = _blank_outside(img, settings)
     nan_fraction = nan_count / float(n * n)
+    region_valid = valid_fractions(img, settings.region_size)
 
     def valid(xy):
         xy = np.asarray(xy, float).reshape(-1, 2)
@@ -1271,6 +1289,11 @@ def simulate_tile(
     _write_parquet(
         Path(truth_sources_path), columns.table_from_columns(src_rows, columns.TABLES["truth_sources"])
     )
+    if truth_regions_path is not None:
+        region_rows = defects.truth_region_rows(plan, tile_id, region_valid, src_rows["source_id"], ps)
+        _write_parquet(
+            Path(truth_regions_path), columns.table_from_columns(region_rows, columns.TABLES["truth_regions"])
+        )
 
     kinds = [s.kind for s in sources]
     meta = {
@@ -1290,6 +1313,10 @@ def simulate_tile(
         "n_by_morphology": {k: int(kinds.count(k)) for k in ("compact",) + EXTENDED_KINDS},
         "nan_fraction": float(nan_fraction),
         "ir": ir_info,
+        "quality_regions": {
+            "region_size": int(settings.region_size),
+            "classes": {k: sum(d.quality_class == k for d in plan) for k in defects.QUALITY_CLASSES},
+        },
         "origin": "skysift simulation",
     }
     _write_text(Path(meta_path), json.dumps(meta, indent=2, sort_keys=True) + "\n")
