@@ -1,0 +1,12 @@
+"""Entry point of rule infer_shard: batched detector inference over one cutout shard."""
+
+import torch
+
+from skysift.detection.infer import infer_shard
+from skysift.runtime import rule_logging
+
+with rule_logging(snakemake.log[0], snakemake.threads):
+    torch.set_num_threads(snakemake.threads)
+    p = snakemake.params
+    infer_shard(snakemake.input.shard, snakemake.input.model, snakemake.output.detections,
+                batch_size=p.batch_size, device=p.device, amp=p.amp)
