@@ -31,6 +31,8 @@ include: "rules/simulate.smk"
 include: "rules/tiles.smk"
 include: "rules/extract.smk"
 include: "rules/catalogue.smk"
+include: "rules/detect.smk"
+include: "rules/quality.smk"
 include: "rules/evaluate.smk"
 
 

@@ -3,8 +3,7 @@
 
 rule merge_tile_catalogue:
     input:
-        components="results/components/{tile}.parquet",
-        cutouts="results/cutouts/{tile}/cutouts.parquet",
+        unpack(get_merge_inputs),
     output:
         components="results/catalogue/{tile}/components.parquet",
         cutouts="results/catalogue/{tile}/cutouts.parquet",
@@ -21,6 +20,7 @@ rule merge_tile_catalogue:
         runtime=10,
     params:
         config_hash=CATALOGUE_CONFIG_HASH,
+        detection=get_merge_detection_settings(),
     script:
         "../workflow_scripts/merge_tile_catalogue.py"
 

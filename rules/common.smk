@@ -68,7 +68,9 @@ def read_manifest(path):
 
 TILES = read_manifest(config["tiles"]["manifest"])
 SIM_TILES = {t["tile_id"]: t for t in config["simulation"]["tiles"]}
-SIM_SETTINGS = {k: v for k, v in config["simulation"].items() if k != "tiles"}
+SIM_SETTINGS = {
+    k: v for k, v in config["simulation"].items() if k not in ("tiles", "defects")
+}
 # Tiles with simulator truth are scored against it.
 TRUTH_TILES = [t for t in TILES if t in SIM_TILES]
 
@@ -87,8 +89,32 @@ def config_hash(section_names):
 
 # The catalogue of a tile depends on these sections; tiles.manifest and evaluation do not
 # change it, so adding a tile does not invalidate the other tiles' catalogues.
-CATALOGUE_CONFIG_HASH = config_hash(["cutouts", "extract", "training"])
+CATALOGUE_CONFIG_HASH = config_hash(
+    ["cutouts", "extract", "training", "detection", "quality"]
+)
 N_SHARDS = config["cutouts"]["n_shards"]
+
+# Learned detection (rules/detect.smk): models learn from simulated training tiles (or labels
+# placed by sky position on the tiles of training.manifest), never from the catalogued tiles.
+DETECTION = config["detection"]
+TRAINING = config["training"]
+LABELLED_TILES = (
+    read_manifest(TRAINING["manifest"])
+    if DETECTION["enabled"] and TRAINING["source"] == "labelled"
+    else {}
+)
+if DETECTION["enabled"] and TRAINING["source"] == "simulated":
+    _unknown = [t for t in TRAINING["tiles"] if t not in SIM_TILES]
+    _catalogued = [t for t in TRAINING["tiles"] if t in TILES]
+    if not TRAINING["tiles"] or _unknown or _catalogued:
+        raise ManifestError(
+            f"training.tiles {TRAINING['tiles']} must name simulated tiles (simulation.tiles) "
+            f"that are not catalogued (tiles.manifest): unknown {_unknown}, catalogued {_catalogued}"
+        )
+if DETECTION["enabled"] and TRAINING["source"] == "labelled" and not TRAINING["labels"]:
+    raise ManifestError(
+        "training.source is 'labelled' but training.labels names no COCO JSON"
+    )
 
 
 def get_tile(tile_id):
@@ -99,6 +125,41 @@ def get_tile(tile_id):
         raise ManifestError(
             f"tile {tile_id!r} is not in the manifest {config['tiles']['manifest']}"
         ) from None
+
+
+# Image quality (rules/quality.smk): the SOM and the M1/M2/M3 classifiers learn from the quality
+# training tiles, never from the catalogued ones: simulated tiles with truth labels, or, when
+# quality.labels names a CSV, labelled tiles of the manifest. quality.simulated_training_tiles
+# adds simulated tiles QSIM_000, QSIM_001, ... (seed 500000 + i) for that purpose alone.
+QUALITY = config["quality"]
+for _i in range(QUALITY["simulated_training_tiles"]):
+    SIM_TILES.setdefault(
+        f"QSIM_{_i:03d}",
+        {
+            "tile_id": f"QSIM_{_i:03d}",
+            "ra": (7.5 * _i + 3.75) % 360.0,
+            "dec": -40.0,
+            "seed": 500000 + _i,
+        },
+    )
+QUALITY_TRAINING_TILES = list(
+    dict.fromkeys(
+        (QUALITY["training_tiles"] or config["training"]["tiles"])
+        + [f"QSIM_{i:03d}" for i in range(QUALITY["simulated_training_tiles"])]
+    )
+)
+if QUALITY["labels"]:
+    _bad = [t for t in QUALITY_TRAINING_TILES if t not in TILES and t not in SIM_TILES]
+else:
+    _bad = [t for t in QUALITY_TRAINING_TILES if t not in SIM_TILES or t in TILES]
+if not QUALITY_TRAINING_TILES or _bad:
+    raise ManifestError(
+        f"quality training tiles {QUALITY_TRAINING_TILES} (quality.training_tiles, or "
+        "training.tiles) must be simulated tiles (simulation.tiles) that are not catalogued, "
+        f"or with quality.labels, tiles of the manifest: bad {_bad}"
+    )
+# Quality training tiles that are not catalogued are processed under results/training/quality/.
+QUALITY_SIM_TRAINING_TILES = [t for t in QUALITY_TRAINING_TILES if t not in TILES]
 
 
 def get_tile_radio(wildcards):
@@ -145,6 +206,85 @@ def truth_paths(name):
     return expand("results/simulated/{tile}/{name}", tile=TRUTH_TILES, name=name)
 
 
+def get_sim_training_ir(wildcards):
+    return (
+        {"ir": f"results/simulated/{wildcards.sim_tile}/ir.fits"}
+        if SIM_SETTINGS["ir"]
+        else {}
+    )
+
+
+def get_training_sets():
+    """COCO JSON and HDF5 cutouts of every training set (rule train_detector)."""
+    if TRAINING["source"] == "labelled":
+        folders = ["results/training/labelled"]
+    else:
+        folders = expand("results/training/simulated/{t}", t=TRAINING["tiles"])
+    return {
+        "coco": [f"{f}/coco.json" for f in folders],
+        "cutouts": [f"{f}/cutouts.h5" for f in folders],
+    }
+
+
+def get_initial_weights():
+    weights = DETECTION["initial_weights"]
+    if weights in ("", "none"):
+        return {}
+    return {"weights": str(resolve_config_path(weights))}
+
+
+def get_labelled_training_inputs(wildcards):
+    files = {"labels": str(resolve_config_path(TRAINING["labels"]))}
+    for tile_id, t in LABELLED_TILES.items():
+        files[f"radio_{tile_id}"] = t["radio_path"]
+        if t["ir_path"]:
+            files[f"ir_{tile_id}"] = t["ir_path"]
+    return files
+
+
+def detection_paths(tile):
+    return expand(
+        "results/detections/{tile}/shard-{shard}.parquet",
+        tile=tile,
+        shard=range(N_SHARDS),
+    )
+
+
+def get_merge_inputs(wildcards):
+    """Inputs of merge_tile_catalogue (later stages add theirs here)."""
+    inputs = {
+        "components": f"results/components/{wildcards.tile}.parquet",
+        "cutouts": f"results/cutouts/{wildcards.tile}/cutouts.parquet",
+        "som": f"results/som/{wildcards.tile}.parquet",
+        "quality": f"results/quality/{wildcards.tile}.parquet",
+    }
+    if DETECTION["enabled"]:
+        inputs["detections"] = detection_paths(wildcards.tile)
+    return inputs
+
+
+def get_merge_detection_settings():
+    return {
+        "min_score": DETECTION["source_min_score"],
+        "flag_score": DETECTION["flag_score"],
+        "overlap_threshold": DETECTION["overlap_threshold"],
+    }
+
+
+def get_evaluate_detections_inputs():
+    return {
+        "detections": [p for t in TRUTH_TILES for p in detection_paths(t)],
+        "cutouts": expand("results/cutouts/{tile}/cutouts.parquet", tile=TRUTH_TILES),
+        "components": expand(
+            "results/catalogue/{tile}/components.parquet", tile=TRUTH_TILES
+        ),
+        "sources": expand("results/catalogue/{tile}/sources.parquet", tile=TRUTH_TILES),
+        "truth_sources": truth_paths("truth_sources.parquet"),
+        "truth_components": truth_paths("truth_components.parquet"),
+        "radio": [TILES[t]["radio_path"] for t in TRUTH_TILES],
+    }
+
+
 def get_final_outputs():
     outputs = catalogue_paths(["sources", "components", "cutouts"]) + ["results/survey"]
     if TRUTH_TILES:
@@ -152,4 +292,56 @@ def get_final_outputs():
             "results/evaluation/components.json",
             "results/evaluation/components.png",
         ]
+    if TRUTH_TILES and DETECTION["enabled"]:
+        outputs += [
+            "results/evaluation/detections.json",
+            "results/evaluation/detections.png",
+        ]
+    if TRUTH_TILES:
+        outputs += ["results/evaluation/quality.json", "results/evaluation/quality.png"]
     return outputs
+
+
+def get_quality_training_files(kind):
+    """components, som or stamps files of every quality training tile."""
+    ext = {"components": "parquet", "som": "parquet", "stamps": "h5"}[kind]
+    catalogued = {
+        "components": "results/components/{t}.parquet",
+        "som": "results/som/{t}.parquet",
+        "stamps": "results/stamps/{t}.h5",
+    }[kind]
+    return [
+        (
+            catalogued.format(t=t)
+            if t in TILES
+            else f"results/training/quality/{t}/{kind}.{ext}"
+        )
+        for t in QUALITY_TRAINING_TILES
+    ]
+
+
+def get_quality_labels(wildcards):
+    """Labels of the quality training regions: a CSV (real survey) or simulator truth."""
+    if QUALITY["labels"]:
+        return {"labels": str(resolve_config_path(QUALITY["labels"]))}
+    return {
+        "truth": expand(
+            "results/simulated/{t}/truth_regions.parquet", t=QUALITY_TRAINING_TILES
+        )
+    }
+
+
+def get_sim_defects(wildcards):
+    """Defect settings of a simulated tile: held-out (catalogued) tiles get their own mix."""
+    d = config["simulation"]["defects"]
+    held_out = wildcards.sim_tile in TILES
+    return {
+        "fractions": d["held_out_fractions" if held_out else "training_fractions"],
+        "mixed_fraction": d["mixed_fraction"],
+    }
+
+
+def get_sim_tile_mem_mb(wildcards, attempt):
+    """Three times a simulated tile's float32 image (at least 1 GB), more on each retry."""
+    size = SIM_TILES[wildcards.tile].get("size", SIM_SETTINGS["size"])
+    return max(1000, int(3 * 4 * size * size / 1e6)) * attempt

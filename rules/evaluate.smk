@@ -7,6 +7,7 @@ rule evaluate_components:
         info=expand("results/tiles/{tile}/inspect.json", tile=TRUTH_TILES),
         truth_components=truth_paths("truth_components.parquet"),
         truth_sources=truth_paths("truth_sources.parquet"),
+        truth_regions=truth_paths("truth_regions.parquet"),
     output:
         json="results/evaluation/components.json",
         png="results/evaluation/components.png",

@@ -9,4 +9,5 @@ with rule_logging(snakemake.log[0], snakemake.threads):
         list(snakemake.input.truth_sources), list(snakemake.input.info),
         json_path=snakemake.output.json, png_path=snakemake.output.png,
         match_radius_beams=snakemake.params.match_radius_beams,
+        truth_regions_paths=list(snakemake.input.get("truth_regions", [])) or None,
     )

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .columns import CATALOGUE_COMPONENTS, CATALOGUE_CUTOUTS, CATALOGUE_SOURCES, table_from_columns
+from .sources import undetected_source_columns
 
 __all__ = [
     "config_hash",
@@ -105,11 +106,13 @@ def sources_from_components(components, tile_id):
         "flux_peak": components["flux_peak"].to_numpy(dtype=np.float32),
         "component_ids": [[c] for c in components["component_id"]],
         "flags": components["flags"].to_numpy(dtype=np.int32),
+        **undetected_source_columns(len(components)),
     })
     return sources, source_id
 
 
-def merge_tile(tile_id, components_path, cutouts_path, out, *, config_digest):
+def merge_tile(tile_id, components_path, cutouts_path, out, *, config_digest, detections_paths=None,
+               detection_settings=None, som_path=None, quality_path=None):
     """
     The per-tile catalogue: components, cutouts and sources with provenance.
 
@@ -122,6 +125,18 @@ def merge_tile(tile_id, components_path, cutouts_path, out, *, config_digest):
         Output Parquet paths.
     config_digest : str
         `config_hash` of the configuration that made the catalogue.
+    detections_paths : list of str, optional
+        Outputs of infer_shard (every shard of the tile): sources are then the detections that
+        own SEP components plus the lone components (`skysift.sources.sources_from_detections`);
+        without them, one source per component.
+    detection_settings : dict, optional
+        ``min_score``, ``flag_score``, ``overlap_threshold`` of `sources_from_detections`.
+    som_path : str, optional
+        Output of map_som (components' SOM unit and cluster); without it they are -1.
+    quality_path : str, optional
+        Output of predict_quality: components (by position), cutouts (by the centre of their
+        owned core) and sources (by their first component, else their mask's box centre)
+        inherit the class and probabilities of their quality region; without it, nulls.
 
     Returns
     -------
@@ -129,9 +144,19 @@ def merge_tile(tile_id, components_path, cutouts_path, out, *, config_digest):
     """
     components = read_parquet(components_path)
     cutouts = read_parquet(cutouts_path)
-    sources, source_id = sources_from_components(components, tile_id)
+    if detections_paths:
+        from .sources import read_detections, sources_from_detections
+
+        detections, wcs, det_meta = read_detections(detections_paths)
+        sources, source_id = sources_from_detections(components, detections, cutouts, wcs, tile_id,
+                                                     model_id=det_meta.get("model_id"), **(detection_settings or {}))
+    else:
+        sources, source_id, det_meta = *sources_from_components(components, tile_id), {}
+    components, cutouts, sources = _with_quality(components, cutouts, sources, source_id, som_path, quality_path)
     provenance = {"skysift_version": __version__, "config_hash": config_digest}
     metadata = {**provenance, "tile_id": tile_id}
+    if det_meta.get("categories"):
+        metadata["morph_classes"] = det_meta["categories"]
     components = components.assign(source_id=source_id, **provenance)
     tables = {
         "components": (components, CATALOGUE_COMPONENTS),
@@ -144,6 +169,39 @@ def merge_tile(tile_id, components_path, cutouts_path, out, *, config_digest):
         counts[name] = len(frame)
     log.info("%s: catalogue %s", tile_id, counts)
     return counts
+
+
+def _with_quality(components, cutouts, sources, source_id, som_path, quality_path):
+    """Components, cutouts and sources with the SOM and quality columns (issue 3)."""
+    from .regions import locate_regions, quality_columns
+
+    som = read_parquet(som_path) if som_path else None
+    if som is not None:
+        if len(som) != len(components) or not np.array_equal(som["component_id"].to_numpy(),
+                                                              components["component_id"].to_numpy()):
+            raise ValueError(f"{som_path}: the SOM mapping does not match the components row for row")
+        components = components.assign(**{c: som[c].to_numpy(np.int32) for c in ("som_bmu_x", "som_bmu_y",
+                                                                                   "som_cluster")})
+    else:
+        components = components.assign(som_bmu_x=np.int32(-1), som_bmu_y=np.int32(-1), som_cluster=np.int32(-1))
+    quality = read_parquet(quality_path) if quality_path else None
+    regions = quality if quality is not None else pd.DataFrame(columns=["row", "col", "x_min", "x_max", "y_min",
+                                                                         "y_max"])
+    comp_idx = locate_regions(components["x"].to_numpy(float), components["y"].to_numpy(float), regions)
+    cut_idx = locate_regions(0.5 * (cutouts["core_x_min"] + cutouts["core_x_max"] - 1).to_numpy(float),
+                             0.5 * (cutouts["core_y_min"] + cutouts["core_y_max"] - 1).to_numpy(float), regions)
+    first = pd.Series(comp_idx).groupby(np.asarray(source_id)).first() if len(components) else pd.Series(dtype=int)
+    src_idx = np.array(sources["source_id"].map(first), dtype=float)  # a writable copy
+    if {"bbox_x_min", "bbox_x_max", "bbox_y_min", "bbox_y_max"} <= set(sources.columns):
+        lone = ~np.isfinite(src_idx)
+        if lone.any():
+            bx = 0.5 * (sources["bbox_x_min"] + sources["bbox_x_max"] - 1).to_numpy(float)
+            by = 0.5 * (sources["bbox_y_min"] + sources["bbox_y_max"] - 1).to_numpy(float)
+            src_idx[lone] = locate_regions(bx[lone], by[lone], regions)
+    src_idx = np.where(np.isfinite(src_idx), src_idx, -1).astype(np.int64)
+    return (components.assign(**quality_columns(comp_idx, quality)),
+            cutouts.assign(**quality_columns(cut_idx, quality)),
+            sources.assign(**quality_columns(src_idx, quality)))
 
 
 def build_survey_dataset(tile_catalogues, out_dir):

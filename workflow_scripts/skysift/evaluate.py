@@ -248,8 +248,20 @@ def plot_evaluation(truth, det, png_path, title=""):
     plt.close(fig)
 
 
+def _good_only(truth, det, regions):
+    """Truth components and detections in regions whose true quality class is 'good'."""
+    from .regions import locate_regions
+
+    def good(frame):
+        idx = locate_regions(frame["x"].to_numpy(float), frame["y"].to_numpy(float), regions)
+        cls = regions["quality_class"].to_numpy(dtype=object)
+        return np.where(idx >= 0, cls[np.maximum(idx, 0)], None) == "good"
+
+    return truth[good(truth)], det[good(det)]
+
+
 def evaluate_component_tiles(components_paths, truth_components_paths, truth_sources_paths, info_paths, *,
-                             json_path, png_path, match_radius_beams=0.5):
+                             json_path, png_path, match_radius_beams=0.5, truth_regions_paths=None):
     """
     Score the components of several simulated tiles and write the JSON summary and figure.
 
@@ -261,20 +273,40 @@ def evaluate_component_tiles(components_paths, truth_components_paths, truth_sou
         Outputs: ``{"overall": {...}, "tiles": {tile_id: {...}}, "match_radius_arcsec": r}``
         with the overall figures also at the top level.
     match_radius_beams : float
+    truth_regions_paths : list of str, optional
+        Per tile, the simulator's ``truth_regions.parquet``. When given, matching is done over
+        the whole tile but every figure is computed on the truth components and detections
+        lying in regions whose true quality class is ``good`` (injected defects such as
+        artefacts create spurious sources on purpose); the figures over all regions are
+        reported too, under ``all_regions``.
     """
     truths, dets, per_tile = [], [], {}
+    goods = []
+    regions_paths = truth_regions_paths or [None] * len(components_paths)
     radius = None
-    for cp, tcp, tsp, ip in zip(components_paths, truth_components_paths, truth_sources_paths, info_paths):
+    for cp, tcp, tsp, ip, rp in zip(components_paths, truth_components_paths, truth_sources_paths, info_paths,
+                                    regions_paths):
         info = json.loads(Path(ip).read_text())
         beam = float(np.sqrt(info["beam"]["bmaj_arcsec"] * info["beam"]["bmin_arcsec"]))
         radius = match_radius_beams * beam
         t, d = score_tile(pd.read_parquet(cp), pd.read_parquet(tcp), pd.read_parquet(tsp), tuple(info["shape"]),
                           beam, info["pixel_scale_arcsec"], match_radius_beams)
-        per_tile[info["tile_id"]] = summarise(t, d)
+        if rp is None:
+            per_tile[info["tile_id"]] = summarise(t, d)
+        else:
+            goods.append(_good_only(t, d, pd.read_parquet(rp)))
+            per_tile[info["tile_id"]] = {**summarise(*goods[-1]), "all_regions": summarise(t, d)}
         truths.append(t)
         dets.append(d)
     truth, det = pd.concat(truths, ignore_index=True), pd.concat(dets, ignore_index=True)
-    overall = summarise(truth, det)
+    if truth_regions_paths:
+        all_regions = summarise(truth, det)
+        truth = pd.concat([g[0] for g in goods], ignore_index=True)
+        det = pd.concat([g[1] for g in goods], ignore_index=True)
+        overall = {**summarise(truth, det), "quality_restriction": "good regions (simulator truth)",
+                   "all_regions": all_regions}
+    else:
+        overall = summarise(truth, det)
     result = {**overall, "match_radius_arcsec": radius, "tiles": per_tile}
     for name, value in overall.items():
         if not isinstance(value, (list, dict)):
