@@ -98,6 +98,9 @@ N_SHARDS = config["cutouts"]["n_shards"]
 # placed by sky position on the tiles of training.manifest), never from the catalogued tiles.
 DETECTION = config["detection"]
 TRAINING = config["training"]
+# CPU cores of the GPU jobs: one per process plus their data-loading workers
+INFER_THREADS = max(2, DETECTION["workers"] + 1)
+TRAIN_THREADS = max(2, (TRAINING["workers"] + 1) * TRAINING["processes"])
 LABELLED_TILES = (
     read_manifest(TRAINING["manifest"])
     if DETECTION["enabled"] and TRAINING["source"] == "labelled"

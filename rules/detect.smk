@@ -69,7 +69,7 @@ rule train_detector:
         "benchmarks/train_detector/train.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         gpu=lookup(dpath="training/processes", within=config),
         mem_mb=8000,
@@ -94,7 +94,7 @@ rule infer_shard:
         "benchmarks/infer_shard/{tile}/shard-{shard}.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: INFER_THREADS
     resources:
         gpu=1,
         mem_mb=4000,
@@ -103,6 +103,8 @@ rule infer_shard:
         batch_size=lookup(dpath="detection/batch_size", within=config),
         device=lookup(dpath="detection/device", within=config),
         amp=lookup(dpath="training/amp", within=config),
+        host_min_score=lookup(dpath="detection/source_min_score", within=config),
+        workers=lookup(dpath="detection/workers", within=config),
     script:
         "../workflow_scripts/infer_shard.py"
 

@@ -250,3 +250,27 @@ def test_infer_shard_writes_the_detection_contract(survey, tmp_path):
         assert m.sum() == row.mask_npix > 0
     with h5py.File(shard) as f:
         assert f.attrs["has_ir"]
+
+    # worker processes and the host gate change where the work happens, never the rows
+    pool = infer_shard(shard, tmp_path / "model.pt", tmp_path / "det2.parquet", batch_size=4, device="cpu", workers=2)
+    assert pool["n_detections"] == len(det)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "det2.parquet"), det)
+    infer_shard(shard, tmp_path / "model.pt", tmp_path / "det3.parquet", batch_size=4, device="cpu",
+                host_min_score=1.1)
+    gated = pd.read_parquet(tmp_path / "det3.parquet")
+    assert gated.host_x.isna().all() and gated.drop(columns=["host_x", "host_y", "host_score"]).equals(
+        det.drop(columns=["host_x", "host_y", "host_score"]))
+
+
+def test_data_loading_workers_give_the_same_batches(survey):
+    from skysift.detection.train import CutoutSet, epoch_batches
+
+    cfg = _settings(survey["folder"], survey["ten"], "loader", noise_augment=0.5)
+    data = CutoutSet(cfg.train_sets)
+    order = np.arange(len(data))[::-1].copy()
+    here = list(epoch_batches(data, order, cfg, None, epoch=1, start=1))
+    pooled = list(epoch_batches(data, order, replace(cfg, workers=2), None, epoch=1, start=1))
+    assert len(here) == len(pooled) == len(data) // cfg.batch_size - 1
+    for a, b in zip(here, pooled):
+        for (img_a, t_a), (img_b, t_b) in zip(a, b):
+            assert torch.equal(img_a, img_b) and all(torch.equal(t_a[k], t_b[k]) for k in t_a)

@@ -9,4 +9,5 @@ with rule_logging(snakemake.log[0], snakemake.threads):
     torch.set_num_threads(snakemake.threads)
     p = snakemake.params
     infer_shard(snakemake.input.shard, snakemake.input.model, snakemake.output.detections,
-                batch_size=p.batch_size, device=p.device, amp=p.amp)
+                batch_size=p.batch_size, device=p.device, amp=p.amp,
+                host_min_score=p.host_min_score, workers=p.workers)

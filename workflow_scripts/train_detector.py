@@ -14,7 +14,7 @@ with rule_logging(snakemake.log.log, snakemake.threads) as log:
     cfg = settings_from_config(
         p.training, p.detection, train_sets=list(snakemake.input.coco), out=snakemake.output.model,
         checkpoint_dir=p.checkpoint_dir, metrics_csv=snakemake.log.metrics, curves_png=snakemake.log.curves,
-        initial_weights=snakemake.input.get("weights"), threads=max(1, snakemake.threads // p.training["processes"]),
+        initial_weights=snakemake.input.get("weights"), threads=max(1, snakemake.threads // p.training["processes"] - p.training["workers"]),
     )
     if p.training["processes"] > 1:
         settings = Path(p.checkpoint_dir) / "torchrun-settings.json"

@@ -43,6 +43,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=0, help="as detection.workers")
+    p.add_argument("--host-min-score", type=float, default=0.5, help="as detection.source_min_score")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
 
@@ -72,10 +74,11 @@ def main(argv=None):
         ms = ModelSettings(backbone=args.backbone, fpn_channels=args.fpn_channels, size=args.cutout, num_classes=6)
         model_path = work / "untrained.pt"
         torch.save(model_file_content(build_model(ms), ms, labels.SCHEMES["rgz"], args.fusion), model_path)
-    infer_shard(shard, model_path, work / "warmup.parquet", batch_size=args.batch_size, device=args.device)  # warm-up
+    infer_shard(shard, model_path, work / "warmup.parquet", batch_size=args.batch_size, device=args.device,
+                host_min_score=args.host_min_score, workers=args.workers)  # warm-up
     t0 = time.process_time()
     info = infer_shard(shard, model_path, work / "detections.parquet", batch_size=args.batch_size,
-                       device=args.device)
+                       device=args.device, host_min_score=args.host_min_score, workers=args.workers)
     cpu = time.process_time() - t0
     kind = "cuda" if info["device"].startswith("cuda") else "cpu"
     # on a shared machine the wall rate depends on the load; the rate per CPU-second does not

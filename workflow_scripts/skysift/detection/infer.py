@@ -12,9 +12,12 @@ and the throughput go into the Parquet file metadata.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import hashlib
 import json
 import logging
+import multiprocessing
 import time
 import warnings
 
@@ -28,7 +31,7 @@ from ..catalogue import write_parquet
 from ..columns import DETECTIONS
 from ..fusion import MissingIRWarning, fuse
 from ..masks import encode_mask
-from ..sources import edge_contacts, ir_background, ir_host
+from ..sources import EDGE_BOTTOM, EDGE_LEFT, EDGE_RIGHT, EDGE_TOP, ir_background, ir_host
 from .train import load_model_file
 
 __all__ = ["model_id", "detect_batch", "infer_shard"]
@@ -82,29 +85,61 @@ def detect_batch(model, images, device, *, amp=True):
              "masks": o["masks"][:, 0].float().cpu().numpy()} for o in outputs]
 
 
-def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories):
-    """DETECTIONS rows of one cutout's detector output."""
+def _mask_window(box, shape):
+    """
+    Slice of a cutout that holds all of a detection's pasted mask.
+
+    torchvision pastes each 28 x 28 mask into its box enlarged by (28 + 2) / 28 (plus one pixel
+    of interpolation): a window of the box enlarged by 15 % and 2 px holds every nonzero pixel,
+    so thresholds, extents and encodings need not scan the whole cutout.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = 0.075 * (x2 - x1) + 2, 0.075 * (y2 - y1) + 2
+    ny, nx = shape
+    ya, yb = max(int(np.floor(y1 - my)), 0), min(int(np.ceil(y2 + my)) + 1, ny)
+    xa, xb = max(int(np.floor(x1 - mx)), 0), min(int(np.ceil(x2 + mx)) + 1, nx)
+    return max(min(ya, ny - 1), 0), max(yb, 1), max(min(xa, nx - 1), 0), max(xb, 1)
+
+
+def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score=0.0):
+    """
+    DETECTIONS rows of one cutout's detector output, its masks `_windowed` (IR host for scores
+    >= ``host_min_score``).
+    """
     rows = []
     nan = ~np.isfinite(radio)
     nan_near = ndimage.binary_dilation(nan, iterations=1) if nan.any() else nan
-    background = ir_background(ir) if ir is not None else None
+    background = None
     order = np.argsort(-out["scores"], kind="stable")
+    shape = radio.shape
     for k, j in enumerate(order):
-        soft = out["masks"][j]
-        binary = soft >= 0.5
-        if not binary.any():
-            binary = soft >= 0.5 * soft.max() if soft.max() > 0 else np.zeros_like(binary)
-        if binary.any():
-            ys, xs = np.nonzero(binary.any(axis=1))[0], np.nonzero(binary.any(axis=0))[0]
-            my0, my1, mx0, mx1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+        (ya, yb, xa, xb), soft_w = out["masks"][j]
+        binary_w = soft_w >= 0.5
+        if not binary_w.any() and soft_w.size and soft_w.max() > 0:
+            binary_w = soft_w >= 0.5 * soft_w.max()
+        if binary_w.any():
+            ys, xs = np.nonzero(binary_w.any(axis=1))[0], np.nonzero(binary_w.any(axis=0))[0]
+            my0, my1, mx0, mx1 = ya + ys[0], ya + ys[-1] + 1, xa + xs[0], xa + xs[-1] + 1
+            crop = binary_w[my0 - ya : my1 - ya, mx0 - xa : mx1 - xa]
         else:  # nothing above half the peak: the box stands for the mask
             bx = out["boxes"][j]
             mx0, my0 = int(np.floor(bx[0])), int(np.floor(bx[1]))
             mx1, my1 = max(int(np.ceil(bx[2])), mx0 + 1), max(int(np.ceil(bx[3])), my0 + 1)
-            binary = np.zeros_like(binary)
-            binary[my0:my1, mx0:mx1] = True
-        hx, hy, hscore = ir_host(ir, soft, binary, background=background, radio=radio) if ir is not None else \
-            (np.nan,) * 3
+            mx0, my0 = min(max(mx0, 0), shape[1] - 1), min(max(my0, 0), shape[0] - 1)
+            mx1, my1 = min(max(mx1, mx0 + 1), shape[1]), min(max(my1, my0 + 1), shape[0])
+            crop = np.ones((my1 - my0, mx1 - mx0), dtype=bool)
+        edges = ((EDGE_LEFT if mx0 == 0 and crop[:, 0].any() else 0)
+                 | (EDGE_RIGHT if mx1 == shape[1] and crop[:, -1].any() else 0)
+                 | (EDGE_BOTTOM if my0 == 0 and crop[0].any() else 0)
+                 | (EDGE_TOP if my1 == shape[0] and crop[-1].any() else 0))
+        hx = hy = hscore = np.nan
+        if ir is not None and out["scores"][j] >= host_min_score:
+            if background is None:
+                background = ir_background(ir)
+            binary, soft = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=np.float32)
+            binary[my0:my1, mx0:mx1] = crop
+            soft[ya:yb, xa:xb] = soft_w
+            hx, hy, hscore = ir_host(ir, soft, binary, background=background, radio=radio)
         b = out["boxes"][j]
         rows.append({
             "detection_id": f"{cutout_id}_d{k:03d}", "cutout_id": cutout_id, "tile_id": tile_id,
@@ -114,15 +149,67 @@ def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories):
             "morph_class": categories[int(out["labels"][j]) - 1], "score": out["scores"][j],
             "class_probs": out["probs"][j].astype(np.float32),
             "mask_x_min": int(mx0 + x0), "mask_y_min": int(my0 + y0),
-            "mask_rle": encode_mask(binary[my0:my1, mx0:mx1]), "mask_npix": int(binary.sum()),
-            "edges": edge_contacts(binary), "touches_nan": bool((binary & nan_near).any()),
+            "mask_rle": encode_mask(crop), "mask_npix": int(crop.sum()),
+            "edges": edges, "touches_nan": bool((crop & nan_near[my0:my1, mx0:mx1]).any()),
             "host_x": hx + x0 if np.isfinite(hx) else np.nan, "host_y": hy + y0 if np.isfinite(hy) else np.nan,
             "host_score": hscore,
         })
     return rows
 
 
-def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto", amp=True):
+class _Done:
+    """A finished computation with the interface of a future."""
+
+    def __init__(self, value):
+        self._value = value
+
+    def result(self):
+        return self._value
+
+
+def _run_now(fn, *args):
+    return _Done(fn(*args))
+
+
+def _worker_init():
+    torch.set_num_threads(1)
+
+
+def _fuse_range(shard_path, start, stop, mode, fill):
+    """Fused images ``(n, 3, size, size)`` float32 of the cutouts ``start:stop`` of a shard."""
+    with h5py.File(shard_path, "r") as f:
+        radio = f["radio"][start:stop]
+        ir = f["ir"][start:stop] if "ir" in f else [None] * len(radio)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingIRWarning)  # logged once by infer_shard
+        return np.stack([fuse(r, i, mode, fill=fill) for r, i in zip(radio, ir)])
+
+
+def _windowed(out):
+    """
+    One cutout's detector output with each soft mask cut to `_mask_window` of its box
+    (``masks`` becomes a list of (window, array)): what leaves this process is small.
+    """
+    shape = out["masks"].shape[1:]
+    windows = [_mask_window(box, shape) for box in out["boxes"]]
+    return {**out, "shape": shape,
+            "masks": [(w, out["masks"][j][w[0] : w[1], w[2] : w[3]].copy()) for j, w in enumerate(windows)]}
+
+
+def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories, host_min_score):
+    """DETECTIONS rows of the cutouts ``start:start + len(outs)`` of a shard (`_rows` of each)."""
+    with h5py.File(shard_path, "r") as f:
+        radio = f["radio"][start : start + len(outs)]
+        ir = f["ir"][start : start + len(outs)] if "ir" in f else [None] * len(outs)
+    rows = []
+    for j, out in enumerate(outs):
+        rows += _rows(out, radio[j], ir[j], ids[j], tile_id, int(x_min[j]), int(y_min[j]), categories,
+                      host_min_score)
+    return rows
+
+
+def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto", amp=True,
+                host_min_score=0.0, workers=0):
     """
     Detections of every cutout of one shard, written to Parquet.
 
@@ -140,6 +227,13 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
         ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
     amp : bool
         Mixed precision on CUDA.
+    host_min_score : float
+        IR hosts are looked for only for detections scoring at least this (the merge makes
+        sources of those alone: ``detection.source_min_score``); the others get NaN hosts.
+    workers : int
+        Processes that read and fuse the cutouts ahead of the model and turn its output into
+        rows (0: all in this process). A GPU outruns one CPU core at this: give it several.
+        The rows do not depend on it.
 
     Returns
     -------
@@ -151,27 +245,39 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
     categories = meta["categories"]
     mode, fill = meta["fusion"]["mode"], meta["fusion"]["fill"]
     mid = model_id(model_path, meta)
-    rows = []
     t0 = time.perf_counter()
     with h5py.File(shard_path, "r") as f:
         attrs = dict(f.attrs)
         n = f["radio"].shape[0]
-        has_ir = "ir" in f
-        if mode != "radio" and not has_ir:
+        if mode != "radio" and "ir" not in f:
             log.warning("%s: no infrared in the shard; fusion %r falls back to radio only", shard_path, mode)
         ids = [c.decode() if isinstance(c, bytes) else str(c) for c in f["cutout_id"][:]]
         x_min, y_min = f["x_min"][:], f["y_min"][:]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MissingIRWarning)  # logged once above
-            for b in range(0, n, batch_size):
-                radio = f["radio"][b : b + batch_size]
-                ir = f["ir"][b : b + batch_size] if has_ir else [None] * len(radio)
-                images = [fuse(r, i, mode, fill=fill) for r, i in zip(radio, ir)]
-                outs = detect_batch(model, images, dev, amp=amp)
-                for j, out in enumerate(outs):
-                    k = b + j
-                    rows += _rows(out, radio[j], ir[j], ids[k], str(attrs["tile_id"]), int(x_min[k]), int(y_min[k]),
-                                  categories)
+    tile_id = str(attrs["tile_id"])
+    starts = list(range(0, n, batch_size))
+    pool = None
+    if workers > 0:  # fork: a script run by Snakemake has no __main__ guard; workers never touch CUDA
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                                      initializer=_worker_init)
+    try:
+        run = pool.submit if pool is not None else _run_now
+        fused = collections.deque(run(_fuse_range, str(shard_path), b, b + batch_size, mode, fill)
+                                  for b in starts[: max(2, 2 * workers)])
+        submitted, pending, rows = len(fused), [], []
+        for b in starts:
+            images = fused.popleft().result()
+            if submitted < len(starts):  # keep the queue of fused batches full
+                nb = starts[submitted]
+                fused.append(run(_fuse_range, str(shard_path), nb, nb + batch_size, mode, fill))
+                submitted += 1
+            outs = [_windowed(o) for o in detect_batch(model, list(images), dev, amp=amp)]
+            pending.append(run(_rows_range, str(shard_path), b, outs, ids[b : b + batch_size], tile_id,
+                               x_min[b : b + batch_size], y_min[b : b + batch_size], categories, host_min_score))
+        for fut in pending:
+            rows += fut.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     seconds = time.perf_counter() - t0
     rate = n / seconds if seconds > 0 else float("nan")
     table = pd.DataFrame(rows, columns=[c.name for c in DETECTIONS])

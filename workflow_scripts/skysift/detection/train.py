@@ -104,6 +104,13 @@ class TrainSettings:
         Mixed precision on CUDA (ignored on CPU).
     threads : int
         torch intra-op threads.
+    max_minutes : float
+        Wall-clock guard (0: none): training stops at the end of the first epoch that ends past
+        this many minutes of training and writes its model (the learning rate has then not
+        decayed to 0; the metrics CSV says which epoch it reached).
+    workers : int
+        Data-loading processes per training process (0: in the training process). Cutouts are
+        read, augmented and fused there while the model trains; the result does not depend on it.
     """
 
     train_sets: tuple
@@ -131,6 +138,8 @@ class TrainSettings:
     device: str = "auto"
     amp: bool = True
     threads: int = 1
+    workers: int = 0
+    max_minutes: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "train_sets", tuple(str(p) for p in self.train_sets))
@@ -146,7 +155,7 @@ class TrainSettings:
 def settings_digest(cfg):
     """16 hex digits identifying what a checkpoint continues (paths, threads, device aside)."""
     d = {k: v for k, v in asdict(cfg).items() if k not in ("out", "checkpoint_dir", "metrics_csv", "curves_png",
-                                                            "threads", "device")}
+                                                            "threads", "device", "workers", "max_minutes")}
     d["train_sets"] = sorted(Path(p).name + ":" + Path(p).parent.name for p in cfg.train_sets)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -305,6 +314,44 @@ def sample(data, i, cfg, fill, epoch=0, train=True, draw=0):
     mode = cfg.fusion if ir is not None and data.has_ir else "radio"  # no IR: warned once, at the start
     image = torch.from_numpy(fuse(radio, ir, mode, fill=fill))
     return image, _target(masks, labels)
+
+
+class _EpochBatches(torch.utils.data.Dataset):
+    """Batch ``b`` of one epoch: the list of `sample` results of its cutouts (a DataLoader item)."""
+
+    def __init__(self, data, order, cfg, fill, epoch):
+        self.data, self.order, self.cfg, self.fill, self.epoch = data, order, cfg, fill, epoch
+
+    def __len__(self):
+        return len(self.order) // self.cfg.batch_size
+
+    def __getitem__(self, b):
+        first = b * self.cfg.batch_size
+        return [sample(self.data, int(i), self.cfg, self.fill, self.epoch, draw=first + j)
+                for j, i in enumerate(self.order[first : first + self.cfg.batch_size])]
+
+
+def _as_is(item):
+    return item
+
+
+def _loader_worker_init(worker_id):
+    """A data-loading process opens its own HDF5 handles and computes on one thread."""
+    torch.set_num_threads(1)
+    torch.utils.data.get_worker_info().dataset.data._files = {}
+
+
+def epoch_batches(data, order, cfg, fill, epoch, start=0):
+    """
+    Iterator over the batches ``start, start + 1, ...`` of one epoch, made in ``cfg.workers``
+    processes (in this one when 0); the same batches either way.
+    """
+    batches = _EpochBatches(data, order, cfg, fill, epoch)
+    if cfg.workers <= 0:
+        return (batches[b] for b in range(start, len(batches)))
+    return iter(torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, len(batches)),
+                                            num_workers=cfg.workers, collate_fn=_as_is,
+                                            worker_init_fn=_loader_worker_init, prefetch_factor=4))
 
 
 # --------------------------------------------------------------------------- distributed helpers
@@ -587,11 +634,11 @@ def _train(cfg, on_step):
     for epoch in range(start_epoch, cfg.epochs):
         order = epoch_order(train_idx, factors, cfg.seed, epoch)
         order = np.resize(order, steps_per_epoch * cfg.batch_size * world)[rank::world]
-        for b in range(start_batch if epoch == start_epoch else 0, steps_per_epoch):
+        first_batch = start_batch if epoch == start_epoch else 0
+        batches = epoch_batches(data, order, cfg, fill, epoch, start=first_batch)
+        for b in range(first_batch, steps_per_epoch):
             t0 = time.perf_counter()
-            first = b * cfg.batch_size
-            batch = [sample(data, int(i), cfg, fill, epoch, draw=first + j)
-                     for j, i in enumerate(order[first : first + cfg.batch_size])]
+            batch = next(batches)
             images = [img.to(device) for img, _ in batch]
             targets = [{k: v.to(device) for k, v in t.items()} for _, t in batch]
             with torch.autocast(device.type, enabled=use_amp):
@@ -635,6 +682,12 @@ def _train(cfg, on_step):
             _write_metrics(history, cfg.metrics_csv, cfg.curves_png)
         if world > 1:
             torch.distributed.barrier()
+        # every rank takes the same decision (DDP): on the mean of their training times
+        if cfg.max_minutes and _all_mean([seconds], world)[0] > 60 * cfg.max_minutes and epoch + 1 < cfg.epochs:
+            if is_main:
+                log.warning("stopping after epoch %d of %d: %.1f min of training passed the %.1f min limit",
+                            epoch + 1, cfg.epochs, seconds / 60, cfg.max_minutes)
+            break
 
     result = model_file_content(_unwrap(model), ms, data.categories, cfg.fusion, fill,
                                 training=json.loads(json.dumps(asdict(cfg))), history=history)
@@ -706,7 +759,7 @@ def load_model_file(path, device="cpu"):
 MODEL_KEYS = ("backbone", "fpn_channels", "trainable_layers", "anchor_sizes", "aspect_ratios", "min_score", "nms_iou")
 TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "low_layer_lr_factor",
                  "warmup_steps", "val_fraction", "augment", "noise_augment", "repeat_threshold", "checkpoint_every",
-                 "seed", "amp")
+                 "seed", "amp", "workers", "max_minutes")
 
 
 def settings_from_config(training, detection, **paths):
