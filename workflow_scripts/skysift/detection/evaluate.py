@@ -330,6 +330,11 @@ def _plot_pr(ap, baseline, png_path, title):
     os.replace(tmp, png_path)
 
 
+def _one_class(records):
+    """COCO records with every class made category 1 (class-agnostic scoring)."""
+    return [dict(r, category_id=1) for r in records]
+
+
 def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_settings=None, min_snr=5.0,
                              overlap_threshold=0.5):
     """
@@ -345,7 +350,8 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
     json_path, png_path : str
         Outputs: the figures (``box_map50``, ``mask_map50``, ``host_within_3arcsec``,
         ``association_completeness``, ``association_purity``, ``baseline_box_map50``, per-class
-        values, goals) and the precision-recall curves.
+        values, the class-agnostic ``agnostic_box_map50`` and ``baseline_agnostic_box_map50``
+        (every class as one: finding sources), goals) and the precision-recall curves.
     extract_settings : dict, optional
         Settings of the SEP baseline (the extract configuration).
     min_snr : float
@@ -397,6 +403,10 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
         d.pop("_mask_box", None)
     ap = coco_average_precision(images, gt, dets, categories)
     ap_base = coco_average_precision(images, gt, base, categories)
+    # finding sources, whatever their class: every class as one
+    one = [{"id": 1, "name": "source"}]
+    agn = coco_average_precision(images, _one_class(gt), _one_class(dets), one)
+    agn_base = coco_average_precision(images, _one_class(gt), _one_class(base), one)
     assoc = association_scores(np.concatenate(truth_all) if truth_all else np.zeros(0, int),
                                np.concatenate(source_all) if source_all else np.zeros(0, object))
     n_h = sum(h["n"] for h in hosts_all)
@@ -410,6 +420,9 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
         "association_purity": assoc["purity"], "baseline_box_map50": ap_base["bbox"]["map50"],
         "baseline_mask_map50": ap_base["segm"]["map50"],
         "box_map": ap["bbox"]["map"], "mask_map": ap["segm"]["map"],
+        "agnostic_box_map50": agn["bbox"]["map50"], "agnostic_mask_map50": agn["segm"]["map50"],
+        "baseline_agnostic_box_map50": agn_base["bbox"]["map50"],
+        "baseline_agnostic_mask_map50": agn_base["segm"]["map50"],
         "box_ap50_per_class": ap["bbox"]["ap50_per_class"], "mask_ap50_per_class": ap["segm"]["ap50_per_class"],
         "baseline_box_ap50_per_class": ap_base["bbox"]["ap50_per_class"],
         "n_truth_per_class": ap["bbox"]["n_gt_per_class"],
@@ -421,7 +434,9 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
     result["goals"] = {k: {"target": f">= {v}", "passed": bool(np.isfinite(result[k]) and result[k] >= v)}
                        for k, v in GOALS.items()}
     result["beats_baseline"] = bool(result["box_map50"] > result["baseline_box_map50"])
-    for k in ("box_map50", "mask_map50", "baseline_box_map50", "baseline_mask_map50", "host_within_3arcsec",
+    result["beats_baseline_agnostic"] = bool(result["agnostic_box_map50"] > result["baseline_agnostic_box_map50"])
+    for k in ("box_map50", "mask_map50", "baseline_box_map50", "baseline_mask_map50", "agnostic_box_map50",
+              "baseline_agnostic_box_map50", "host_within_3arcsec",
               "association_completeness", "association_purity"):
         log.info("%s = %.4f", k, result[k])
     _plot_pr(ap, ap_base, png_path, f"{len(tiles)} held-out tile(s): " + ", ".join(per_tile))
