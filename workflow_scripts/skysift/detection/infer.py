@@ -60,29 +60,62 @@ def _pick_device(device):
 
 
 @torch.inference_mode()
-def detect_batch(model, images, device, *, amp=True):
+def detect_batch(model, images, device, *, amp=True, paste=True):
     """
     Run the detector on fused images.
 
     Parameters
     ----------
-    model : MaskRCNN in eval mode
+    model : MaskRCNN in eval mode, built for the images' size (no resizing)
     images : list of 3D float32 ndarray, ``(3, size, size)``
     device : torch.device
     amp : bool
         Mixed precision (CUDA only).
+    paste : bool
+        Paste each mask into the cutout (torchvision's postprocessing), or return the mask
+        head's ``(M, M)`` masks for `paste_masks` to paste later, elsewhere: a GPU then copies
+        M² instead of size² values per detection to the host.
 
     Returns
     -------
     list of dict of numpy arrays: ``boxes`` (n, 4) x1 y1 x2 y2 cutout pixels, ``labels`` (n,)
-    (1-based), ``scores`` (n,), ``probs`` (n, classes), ``masks`` (n, size, size) soft masks.
+    (1-based), ``scores`` (n,), ``probs`` (n, classes), ``masks`` (n, size, size) soft masks,
+    or (n, M, M) unpasted.
     """
     batch = [torch.from_numpy(im).to(device) for im in images]
-    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-        outputs = model(batch)
+    transform = model.transform
+    if not paste:  # images are not resized, so the postprocessing would only paste the masks
+        transform.postprocess = _unpasted
+    try:
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            outputs = model(batch)
+    finally:
+        if not paste:
+            del transform.postprocess
     return [{"boxes": o["boxes"].float().cpu().numpy(), "labels": o["labels"].cpu().numpy(),
              "scores": o["scores"].float().cpu().numpy(), "probs": o["probs"].float().cpu().numpy(),
              "masks": o["masks"][:, 0].float().cpu().numpy()} for o in outputs]
+
+
+def _unpasted(result, image_shapes, original_image_sizes):
+    return result
+
+
+def paste_masks(out, shape):
+    """
+    `detect_batch` output with its unpasted ``(n, M, M)`` masks pasted into ``shape`` cutouts,
+    by torchvision's own `paste_masks_in_image` (as the model's postprocessing does).
+    """
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    masks = out["masks"]
+    if masks.shape[1:] == tuple(shape):
+        return out
+    if len(masks) == 0:
+        return {**out, "masks": np.zeros((0, *shape), dtype=np.float32)}
+    pasted = paste_masks_in_image(torch.from_numpy(masks)[:, None], torch.from_numpy(out["boxes"]), tuple(shape),
+                                  padding=1)
+    return {**out, "masks": pasted[:, 0].numpy()}
 
 
 def _mask_window(box, shape):
@@ -197,12 +230,16 @@ def _windowed(out):
 
 
 def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories, host_min_score):
-    """DETECTIONS rows of the cutouts ``start:start + len(outs)`` of a shard (`_rows` of each)."""
+    """
+    DETECTIONS rows of the cutouts ``start:start + len(outs)`` of a shard: their unpasted
+    `detect_batch` outputs pasted, windowed and turned into `_rows`.
+    """
     with h5py.File(shard_path, "r") as f:
         radio = f["radio"][start : start + len(outs)]
         ir = f["ir"][start : start + len(outs)] if "ir" in f else [None] * len(outs)
     rows = []
     for j, out in enumerate(outs):
+        out = _windowed(paste_masks(out, radio[j].shape))
         rows += _rows(out, radio[j], ir[j], ids[j], tile_id, int(x_min[j]), int(y_min[j]), categories,
                       host_min_score)
     return rows
@@ -270,7 +307,7 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
                 nb = starts[submitted]
                 fused.append(run(_fuse_range, str(shard_path), nb, nb + batch_size, mode, fill))
                 submitted += 1
-            outs = [_windowed(o) for o in detect_batch(model, list(images), dev, amp=amp)]
+            outs = detect_batch(model, list(images), dev, amp=amp, paste=False)
             pending.append(run(_rows_range, str(shard_path), b, outs, ids[b : b + batch_size], tile_id,
                                x_min[b : b + batch_size], y_min[b : b + batch_size], categories, host_min_score))
         for fut in pending:
