@@ -135,7 +135,13 @@ def test_retraining_with_the_same_seed_gives_the_same_som_and_labels(run, tmp_pa
     saved = som.load_som(res / "models" / "som.npz")
     np.testing.assert_array_equal(again.codebook, saved.codebook)
     np.testing.assert_array_equal(again.node_cluster, saved.node_cluster)
-    quality.train_quality(_training_set(res), _settings(), tmp_path / "q.pt", checkpoint_dir=tmp_path / "ck")
+    # the thread count of rule train_quality (threads: 2): CPU sums are ordered by their threads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        quality.train_quality(_training_set(res), _settings(), tmp_path / "q.pt", checkpoint_dir=tmp_path / "ck")
+    finally:
+        torch.set_num_threads(threads)
     a = torch.load(tmp_path / "q.pt", weights_only=True)["models"]
     b = torch.load(res / "models" / "quality.pt", weights_only=True)["models"]
     for name in a:

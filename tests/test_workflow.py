@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from skysift.sources import FLAG_NO_COMPONENT
 
 pytestmark = pytest.mark.workflow
 
@@ -112,10 +113,14 @@ def test_components_link_to_sources(run):
     cat = run / "results" / "catalogue" / TILES[0]
     comp, src = pd.read_parquet(cat / "components.parquet"), pd.read_parquet(cat / "sources.parquet")
     assert comp.component_id.is_unique and src.source_id.is_unique
-    assert set(comp.source_id) == set(src.source_id)
+    assert set(comp.source_id) <= set(src.source_id)
     members = {c for ids in src.component_ids for c in ids}
     assert members == set(comp.component_id)
     assert (src.n_components == src.component_ids.map(len)).all()
+    # a source owning no component is a detection with no SEP component, flagged as such
+    lone = ~src.source_id.isin(comp.source_id)
+    assert (src.n_components[lone] == 0).all() and (src["flags"][lone] & FLAG_NO_COMPONENT).all()
+    assert (src.origin[lone] == "detection").all()
 
 
 def test_survey_dataset_reads_in_one_call(run):

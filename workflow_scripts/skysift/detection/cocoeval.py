@@ -86,12 +86,16 @@ def coco_average_precision(images, gt, detections, categories, *, iou_types=("bb
             warnings.simplefilter("ignore", DeprecationWarning)
             coco_dt = coco_gt.loadRes(dets) if dets else _coco(images, [], categories)
             ev = COCOeval(coco_gt, coco_dt, iou_type)
-            ev.params.maxDets = [1, 100, max_dets]
+            ev.params.maxDets = [max_dets]
+            # one area range: COCO's small/medium/large would repeat the matching 3 more times
+            ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]
             ev.evaluate()
             ev.accumulate()
-            ev.summarize()
-        result["map"], result["map50"] = float(ev.stats[0]), float(ev.stats[1])
         precision = ev.eval["precision"]  # [iou, recall, category, area, maxdets]
+        # as COCOeval.summarize: the mean over the cells with ground truth (-1: none)
+        p_all, p_50 = precision[:, :, :, 0, -1], precision[0, :, :, 0, -1]
+        result["map"] = float(p_all[p_all > -1].mean()) if (p_all > -1).any() else float("nan")
+        result["map50"] = float(p_50[p_50 > -1].mean()) if (p_50 > -1).any() else float("nan")
         for k, cat_id in enumerate(ev.params.catIds):
             name = next(c["name"] for c in categories if c["id"] == cat_id)
             p = precision[0, :, k, 0, -1]

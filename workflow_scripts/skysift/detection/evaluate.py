@@ -405,8 +405,8 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
     ap_base = coco_average_precision(images, gt, base, categories)
     # finding sources, whatever their class: every class as one
     one = [{"id": 1, "name": "source"}]
-    agn = coco_average_precision(images, _one_class(gt), _one_class(dets), one)
-    agn_base = coco_average_precision(images, _one_class(gt), _one_class(base), one)
+    agn = coco_average_precision(images, _one_class(gt), _one_class(dets), one, iou_types=("bbox",))
+    agn_base = coco_average_precision(images, _one_class(gt), _one_class(base), one, iou_types=("bbox",))
     assoc = association_scores(np.concatenate(truth_all) if truth_all else np.zeros(0, int),
                                np.concatenate(source_all) if source_all else np.zeros(0, object))
     n_h = sum(h["n"] for h in hosts_all)
@@ -420,9 +420,7 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
         "association_purity": assoc["purity"], "baseline_box_map50": ap_base["bbox"]["map50"],
         "baseline_mask_map50": ap_base["segm"]["map50"],
         "box_map": ap["bbox"]["map"], "mask_map": ap["segm"]["map"],
-        "agnostic_box_map50": agn["bbox"]["map50"], "agnostic_mask_map50": agn["segm"]["map50"],
-        "baseline_agnostic_box_map50": agn_base["bbox"]["map50"],
-        "baseline_agnostic_mask_map50": agn_base["segm"]["map50"],
+        "agnostic_box_map50": agn["bbox"]["map50"], "baseline_agnostic_box_map50": agn_base["bbox"]["map50"],
         "box_ap50_per_class": ap["bbox"]["ap50_per_class"], "mask_ap50_per_class": ap["segm"]["ap50_per_class"],
         "baseline_box_ap50_per_class": ap_base["bbox"]["ap50_per_class"],
         "n_truth_per_class": ap["bbox"]["n_gt_per_class"],
