@@ -258,7 +258,7 @@ def test_infer_shard_writes_the_detection_contract(survey, tmp_path):
     infer_shard(shard, tmp_path / "model.pt", tmp_path / "det3.parquet", batch_size=4, device="cpu",
                 host_min_score=1.1)
     gated = pd.read_parquet(tmp_path / "det3.parquet")
-    assert gated.host_x.isna().all() and gated.drop(columns=["host_x", "host_y", "host_score"]).equals(
+    assert det.host_x.notna().any() and gated.host_x.isna().all() and gated.drop(columns=["host_x", "host_y", "host_score"]).equals(
         det.drop(columns=["host_x", "host_y", "host_score"]))
 
 

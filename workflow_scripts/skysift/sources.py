@@ -70,10 +70,17 @@ HOST_PEAK_SEPARATION = 3  # pixels between distinct host candidates
 # --------------------------------------------------------------------------- infrared host
 
 
-def edge_contacts(mask):
-    """Bit mask of the cutout edges a boolean ``(ny, nx)`` mask touches (`EDGE_LEFT`, ...)."""
-    return ((EDGE_LEFT if mask[:, 0].any() else 0) | (EDGE_RIGHT if mask[:, -1].any() else 0)
-            | (EDGE_BOTTOM if mask[0].any() else 0) | (EDGE_TOP if mask[-1].any() else 0))
+def edge_contacts(mask, origin=(0, 0), shape=None):
+    """
+    Bit mask of the cutout edges a boolean mask touches (`EDGE_LEFT`, ...).
+
+    ``mask`` is the whole ``(ny, nx)`` cutout, or a crop of it whose first pixel is cutout pixel
+    ``origin`` ``(y0, x0)`` in a cutout of ``shape`` ``(ny, nx)``.
+    """
+    (y0, x0), (ny, nx) = origin, shape or mask.shape
+    y1, x1 = y0 + mask.shape[0], x0 + mask.shape[1]
+    return ((EDGE_LEFT if x0 == 0 and mask[:, 0].any() else 0) | (EDGE_RIGHT if x1 == nx and mask[:, -1].any() else 0)
+            | (EDGE_BOTTOM if y0 == 0 and mask[0].any() else 0) | (EDGE_TOP if y1 == ny and mask[-1].any() else 0))
 
 
 def ir_background(ir):

@@ -31,7 +31,7 @@ from ..catalogue import write_parquet
 from ..columns import DETECTIONS
 from ..fusion import MissingIRWarning, fuse
 from ..masks import encode_mask
-from ..sources import EDGE_BOTTOM, EDGE_LEFT, EDGE_RIGHT, EDGE_TOP, ir_background, ir_host
+from ..sources import edge_contacts, ir_background, ir_host
 from .train import load_model_file
 
 __all__ = ["model_id", "detect_batch", "infer_shard"]
@@ -161,10 +161,6 @@ def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score
             mx0, my0 = min(max(mx0, 0), shape[1] - 1), min(max(my0, 0), shape[0] - 1)
             mx1, my1 = min(max(mx1, mx0 + 1), shape[1]), min(max(my1, my0 + 1), shape[0])
             crop = np.ones((my1 - my0, mx1 - mx0), dtype=bool)
-        edges = ((EDGE_LEFT if mx0 == 0 and crop[:, 0].any() else 0)
-                 | (EDGE_RIGHT if mx1 == shape[1] and crop[:, -1].any() else 0)
-                 | (EDGE_BOTTOM if my0 == 0 and crop[0].any() else 0)
-                 | (EDGE_TOP if my1 == shape[0] and crop[-1].any() else 0))
         hx = hy = hscore = np.nan
         if ir is not None and out["scores"][j] >= host_min_score:
             if background is None:
@@ -183,7 +179,7 @@ def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score
             "class_probs": out["probs"][j].astype(np.float32),
             "mask_x_min": int(mx0 + x0), "mask_y_min": int(my0 + y0),
             "mask_rle": encode_mask(crop), "mask_npix": int(crop.sum()),
-            "edges": edges, "touches_nan": bool((crop & nan_near[my0:my1, mx0:mx1]).any()),
+            "edges": edge_contacts(crop, (my0, mx0), shape), "touches_nan": bool((crop & nan_near[my0:my1, mx0:mx1]).any()),
             "host_x": hx + x0 if np.isfinite(hx) else np.nan, "host_y": hy + y0 if np.isfinite(hy) else np.nan,
             "host_score": hscore,
         })
@@ -220,13 +216,12 @@ def _fuse_range(shard_path, start, stop, mode, fill):
 
 def _windowed(out):
     """
-    One cutout's detector output with each soft mask cut to `_mask_window` of its box
-    (``masks`` becomes a list of (window, array)): what leaves this process is small.
+    One cutout's pasted detector output with each soft mask cut to `_mask_window` of its box
+    (``masks`` becomes a list of (window, view)): `_rows` then scans windows, not cutouts.
     """
     shape = out["masks"].shape[1:]
     windows = [_mask_window(box, shape) for box in out["boxes"]]
-    return {**out, "shape": shape,
-            "masks": [(w, out["masks"][j][w[0] : w[1], w[2] : w[3]].copy()) for j, w in enumerate(windows)]}
+    return {**out, "masks": [(w, out["masks"][j][w[0] : w[1], w[2] : w[3]]) for j, w in enumerate(windows)]}
 
 
 def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories, host_min_score):
