@@ -117,7 +117,7 @@ def main(argv=None):
     ap.add_argument("--profile", type=Path, default=REPO / "profiles" / "slurm", help="profile (default profiles/slurm)")
     ap.add_argument("--configfile", type=Path, action="append", default=[],
                     help="config layered under the benchmark's manifest (repeatable), e.g. config/emu.yaml "
-                         "for the real survey's 8 shards per tile")
+                         "for the real survey's settings (1 shard per tile; the demo's config.yaml has 2)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_dag_slurm"),
                     help="scratch folder (default /tmp/bench_dag_slurm; removed unless --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
