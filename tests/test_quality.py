@@ -378,6 +378,22 @@ def test_label_csv_and_region_labels(tmp_path):
 # ----------------------------------------------------------------- evaluation
 
 
+def test_accuracy_by_sky_splits_full_and_edge_regions_by_hand():
+    scored = pd.DataFrame({
+        "valid_fraction": [1.0, 0.96, 0.95, 0.6, 0.5],
+        "truth": ["good", "striping", "good", "high_noise", "good"],
+        "quality_class": ["good", "striping", "striping", "striping", "good"],  # M3
+        "quality_class_m1": ["good"] * 5,
+        "quality_class_m2": ["good", "striping", "good", "high_noise", "striping"],
+    })
+    by = quality_eval.accuracy_by_sky(scored)
+    assert by["full"]["n_regions"] == 3 and by["edge"]["n_regions"] == 2
+    assert by["full"]["accuracy_m3"] == pytest.approx(2 / 3) and by["edge"]["accuracy_m3"] == 0.5
+    assert by["full"]["accuracy_m1"] == pytest.approx(2 / 3) and by["edge"]["accuracy_m1"] == 0.5
+    assert by["full"]["accuracy_m2"] == 1.0 and by["edge"]["accuracy_m2"] == 0.5
+    assert np.isnan(quality_eval.accuracy_by_sky(scored[scored.valid_fraction < 0.9])["full"]["accuracy_m3"])
+
+
 def test_confusion_and_precision_recall_by_hand():
     truth = ["good", "good", "striping", "artefacts"]
     pred = ["good", "striping", "striping", "good"]

@@ -60,6 +60,10 @@ def test_quality_json_holds_the_figures_and_a_png(run):
     assert np.trace(cm) / cm.sum() == pytest.approx(q["accuracy_m3"])
     assert set(q["per_class"]) == set(QUALITY_CLASSES)
     assert all({"precision", "recall", "support"} <= set(v) for v in q["per_class"].values())
+    by = q["accuracy_by_sky"]  # full and edge regions partition the scored ones
+    assert by["full"]["n_regions"] + by["edge"]["n_regions"] == q["n_regions"]
+    right = sum(g["accuracy_m3"] * g["n_regions"] for g in by.values() if g["n_regions"])
+    assert right / q["n_regions"] == pytest.approx(q["accuracy_m3"])
     assert (run / "results" / "evaluation" / "quality.png").stat().st_size > 10_000
     assert (run / "results" / "models" / "som.png").stat().st_size > 20_000
     assert (run / "results" / "models" / "quality_training.png").exists()

@@ -6,7 +6,10 @@ valid sky are scored (the same cut as for training). ``results/evaluation/qualit
 ``accuracy_m1``, ``accuracy_m2``, ``accuracy_m3``, ``confusion_matrix`` (M3; rows are the true
 classes, columns the predicted ones, both in ``classes`` order), ``per_class`` (M3 precision,
 recall and support per class), the same for every model under ``models``, per-tile accuracies,
-the misclassified regions and the goals of issue 3 (M3 >= 0.97, M3 better than M1 and M2).
+``accuracy_by_sky`` (each model's accuracy on ``full`` regions, at most 5 % blank, and on
+``edge`` regions, cut by the footprint edge, where the simulated noise rises towards the edge
+and blank pixels cut the stamps), the misclassified regions and the goals of issue 3 (M3 >= 0.97,
+M3 better than M1 and M2).
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import pandas as pd
 
 from .columns import QUALITY_CLASSES
 
-__all__ = ["confusion", "precision_recall", "score_regions", "evaluate_quality"]
+__all__ = ["confusion", "precision_recall", "score_regions", "accuracy_by_sky", "evaluate_quality"]
 
 log = logging.getLogger(__name__)
 
 MODEL_COLUMNS = {"m1": "quality_class_m1", "m2": "quality_class_m2", "m3": "quality_class"}
 GOAL_ACCURACY_M3 = 0.97
+FULL_VALID_FRACTION = 0.95  # a region with at least this much valid sky is "full", else "edge"
 
 
 def confusion(truth, pred, classes=QUALITY_CLASSES):
@@ -82,6 +86,34 @@ def score_regions(predicted, truth, min_valid_fraction=0.5):
         drop=True)
 
 
+def accuracy_by_sky(scored, full_valid_fraction=FULL_VALID_FRACTION):
+    """
+    Accuracy of each model on full regions and on regions cut by the footprint edge.
+
+    Parameters
+    ----------
+    scored : pandas.DataFrame
+        `score_regions` output (``valid_fraction``, ``truth`` and the `MODEL_COLUMNS`).
+    full_valid_fraction : float
+        Regions with at least this fraction of valid sky are ``full``, the others ``edge``.
+
+    Returns
+    -------
+    dict ``{"full": {...}, "edge": {...}}``, each with ``n_regions``, ``min_valid_fraction``
+    or ``max_valid_fraction``, and ``accuracy_m1``, ``accuracy_m2``, ``accuracy_m3`` (NaN
+    where the group is empty).
+    """
+    full = scored["valid_fraction"].to_numpy() >= full_valid_fraction
+    out = {}
+    for name, mask, bound in (("full", full, {"min_valid_fraction": full_valid_fraction}),
+                              ("edge", ~full, {"max_valid_fraction": full_valid_fraction})):
+        g = scored[mask]
+        out[name] = {"n_regions": int(len(g)), **bound} | {
+            f"accuracy_{n}": float((g[c] == g["truth"]).mean()) if len(g) else float("nan")
+            for n, c in MODEL_COLUMNS.items()}
+    return out
+
+
 def _summary(scored):
     models = {}
     for name, col in MODEL_COLUMNS.items():
@@ -132,6 +164,7 @@ def evaluate_quality(quality_paths, truth_paths, *, json_path, png_path, min_val
         "truth_counts": {c: int((scored["truth"] == c).sum()) for c in QUALITY_CLASSES},
         "mixed_regions": int((scored["secondary_class"].fillna("") != "").sum()),
         "tiles": per_tile,
+        "accuracy_by_sky": accuracy_by_sky(scored),
         "misclassified_m3": [{"region_id": r.region_id, "truth": r.truth, "secondary": r.secondary_class or "",
                               "m3": r.quality_class, "m1": r.quality_class_m1, "m2": r.quality_class_m2}
                              for r in wrong.itertuples()],
@@ -143,6 +176,9 @@ def evaluate_quality(quality_paths, truth_paths, *, json_path, png_path, min_val
     }
     log.info("quality on %d held-out regions of %d tile(s): M1 %.4f, M2 %.4f, M3 %.4f", len(scored),
              result["n_tiles"], acc["m1"], acc["m2"], acc["m3"])
+    for name, g in result["accuracy_by_sky"].items():
+        log.info("  %s regions (%d): M1 %.4f, M2 %.4f, M3 %.4f", name, g["n_regions"], g["accuracy_m1"],
+                 g["accuracy_m2"], g["accuracy_m3"])
     tmp = Path(json_path).with_name(Path(json_path).name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     _plot(models, len(scored), png_path)
