@@ -86,6 +86,12 @@ def score_regions(predicted, truth, min_valid_fraction=0.5):
         drop=True)
 
 
+def _accuracies(scored, prefix=""):
+    """``{prefix + model: accuracy}`` of every model in `MODEL_COLUMNS` (NaN without rows)."""
+    return {f"{prefix}{n}": float((scored[c] == scored["truth"]).mean()) if len(scored) else float("nan")
+            for n, c in MODEL_COLUMNS.items()}
+
+
 def accuracy_by_sky(scored, full_valid_fraction=FULL_VALID_FRACTION):
     """
     Accuracy of each model on full regions and on regions cut by the footprint edge.
@@ -108,9 +114,7 @@ def accuracy_by_sky(scored, full_valid_fraction=FULL_VALID_FRACTION):
     for name, mask, bound in (("full", full, {"min_valid_fraction": full_valid_fraction}),
                               ("edge", ~full, {"max_valid_fraction": full_valid_fraction})):
         g = scored[mask]
-        out[name] = {"n_regions": int(len(g)), **bound} | {
-            f"accuracy_{n}": float((g[c] == g["truth"]).mean()) if len(g) else float("nan")
-            for n, c in MODEL_COLUMNS.items()}
+        out[name] = {"n_regions": int(len(g)), **bound} | _accuracies(g, "accuracy_")
     return out
 
 
@@ -145,8 +149,7 @@ def evaluate_quality(quality_paths, truth_paths, *, json_path, png_path, min_val
     scored = pd.concat([score_regions(pd.read_parquet(q), pd.read_parquet(t), min_valid_fraction)
                         for q, t in zip(quality_paths, truth_paths)], ignore_index=True)
     models = _summary(scored)
-    per_tile = {t: {n: float((g[c] == g["truth"]).mean()) for n, c in MODEL_COLUMNS.items()} | {"n_regions": len(g)}
-                for t, g in scored.groupby("tile_id")}
+    per_tile = {t: _accuracies(g) | {"n_regions": len(g)} for t, g in scored.groupby("tile_id")}
     wrong = scored[scored["quality_class"] != scored["truth"]]
     acc = {n: models[n]["accuracy"] for n in MODEL_COLUMNS}
     result = {
