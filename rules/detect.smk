@@ -131,5 +131,6 @@ rule evaluate_detections:
         min_snr=lookup(dpath="evaluation/min_snr", within=config),
         extract=lookup(dpath="extract", within=config),
         overlap_threshold=lookup(dpath="detection/overlap_threshold", within=config),
+        min_prob=lookup(dpath="detection/min_score", within=config),
     script:
         "../workflow_scripts/evaluate_detections.py"

@@ -100,3 +100,31 @@ def test_a_perfect_detector_scores_one_and_beats_sep_islands(tmp_path, scheme):
     assert out["n_association_truth_sources"] > 0
     assert (tmp_path / "detections.png").stat().st_size > 0
     assert set(out["box_ap50_per_class"]) == set(names)
+
+
+def test_class_hypotheses_score_the_runner_up_class_a_top1_list_misses():
+    """Two sources, a 1C_1P and a 1C_2P; the detector calls both 1C_1P, with 0.35 on 1C_2P for
+    the second. Top-1 scores 1C_2P zero; the class hypotheses (pycocotools' convention for
+    class probabilities) find it at rank 1 of the 1C_2P list."""
+    from skysift.detection.cocoeval import coco_average_precision
+    from skysift.detection.evaluate import _tile_rle, class_hypotheses
+
+    shape = (40, 40)
+    box = np.ones((6, 6), bool)
+    cats = [{"id": k + 1, "name": n} for k, n in enumerate(SCHEMES["rgz"])]
+    images = [{"id": 0, "width": 40, "height": 40}]
+    gt = [{"image_id": 0, "category_id": c, "bbox": [x, 5, 6, 6], "area": 36.0, "iscrowd": 0,
+           "segmentation": _tile_rle(x, 5, box, shape)} for c, x in ((1, 5), (2, 25))]
+    top1 = [{"image_id": 0, "category_id": 1, "bbox": [x, 5, 6, 6], "score": s,
+             "segmentation": _tile_rle(x, 5, box, shape)} for x, s in ((5, 0.9), (25, 0.6))]
+    probs = [np.array([0.9, 0.04, 0.0, 0.0, 0.0, 0.0]), np.array([0.6, 0.35, 0.01, 0.0, 0.0, 0.0])]
+    hyps = class_hypotheses(top1, probs, 0.05)
+    assert [(h["category_id"], h["score"]) for h in hyps] == [(1, 0.9), (1, 0.6), (2, 0.35)]
+    assert all(h["bbox"] == r["bbox"] for h, r in zip(hyps, [top1[0], top1[1], top1[1]]))
+    ap_top1 = coco_average_precision(images, gt, top1, cats)["bbox"]["ap50_per_class"]
+    ap_hyp = coco_average_precision(images, gt, hyps, cats)["bbox"]["ap50_per_class"]
+    assert ap_top1["1C_2P"] == 0.0 and ap_hyp["1C_2P"] == pytest.approx(1.0)
+    # the 1C_1P list is unchanged: the extra hypothesis is another class's
+    assert ap_hyp["1C_1P"] == pytest.approx(ap_top1["1C_1P"])
+    # below min_prob no hypothesis, but the top class always stays
+    assert [h["category_id"] for h in class_hypotheses(top1, probs, 0.95)] == [1, 1]

@@ -13,4 +13,5 @@ with rule_logging(snakemake.log[0], snakemake.threads):
         for k in range(len(i.cutouts))
     ]
     evaluate_detection_tiles(tiles, scheme=p.categories, json_path=snakemake.output.json, png_path=snakemake.output.png,
-                             extract_settings=p.extract, min_snr=p.min_snr, overlap_threshold=p.overlap_threshold)
+                             extract_settings=p.extract, min_snr=p.min_snr, overlap_threshold=p.overlap_threshold,
+                             min_prob=p.min_prob)
