@@ -14,6 +14,12 @@ Prints the wall and CPU time of each run and the load average before it (goal <=
 the CPU time tells a busy machine from a slow DAG), the jobs per rule, and the SLURM jobs per
 group and per ungrouped rule, with their total. Checks that each group is one job per tile.
 
+Run it where a SLURM controller answers (a login node, or this machine after
+../shared/tools/start-local-slurm.sh): the slurm plugin asks ``scontrol show config`` for
+MinJobAge when Snakemake starts, and where the SLURM client is installed but no controller
+answers that call waits for its 10 s timeout, which then shows as wall time without CPU time.
+The benchmark times that call first and says which case it measured.
+
     .venv/bin/python tests/benchmarks/bench_dag_slurm.py [--tiles 850] [--repeat 2] [--configfile config/emu.yaml]
 """
 
@@ -109,6 +115,16 @@ def count_slurm_jobs(text, local_names):
     return groups, rules, local
 
 
+def scontrol_answer_s(timeout=10.0):
+    """Seconds `scontrol show config` takes to answer (None: no scontrol, no answer or an error)."""
+    t0 = time.perf_counter()
+    try:
+        subprocess.run(["scontrol", "show", "config"], capture_output=True, check=True, timeout=timeout)
+    except (FileNotFoundError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return None
+    return time.perf_counter() - t0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiles", type=int, default=850, help="tiles in the manifest (default 850, the EMU survey)")
@@ -139,6 +155,10 @@ def main(argv=None):
         print(f"{args.tiles} tiles ({'no IR' if args.no_ir else 'placeholder IR'}), manifest {manifest}; "
               f"{os.cpu_count()} CPU(s)")
         print("command: " + " ".join(cmd))
+        answer = scontrol_answer_s()
+        print(f"scontrol show config answered in {answer:.3f} s (as on a cluster)" if answer is not None else
+              "scontrol show config: no answer (no controller, or no SLURM client): where the client is "
+              "installed, the slurm plugin waits up to 10 s for it in every run below")
         walls, cpus, loads = [], [], []
         for _ in range(args.repeat):
             loads.append(os.getloadavg()[0])
