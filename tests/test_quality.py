@@ -308,6 +308,44 @@ def _synthetic_set(n_per_class=20, k=5, s=13, seed=0, shuffle=False):
     return quality.TrainingSet(reg, st, counts, 0.05), y
 
 
+def test_spectrum_input_finds_a_ripple_the_same_in_every_stamp_and_not_in_noise():
+    """A plane wave of 5 cycles per stamp, the same in all stamps of a region (striping), peaks
+    on ring 5; white noise of any level is isotropic; the features are blind to the rotations
+    and flips of the training augmentation and to the noise level; empty regions give zeros."""
+    rng = np.random.default_rng(0)
+    s, k = 25, 6
+    yy, xx = np.mgrid[:s, :s]
+    wave = np.cos(2 * np.pi * (3 * xx + 4 * yy) / s)  # |k| = 5 cycles per stamp
+    noise = rng.normal(0, 1, (1, k, s, s))
+    striped = noise + 2.0 * wave
+    f = quality.spectrum_input(np.concatenate([noise, striped, 30 * noise, np.zeros((1, k, s, s))]))
+    assert f.shape == (4, 2 * (s // 2)) and f.dtype == np.float32
+    aniso = f[:, 0::2]
+    assert aniso[1, 4] > aniso[0, 4] + 1.5  # ring 5: the wave's peak
+    assert aniso[1, 4] == aniso[1].max()
+    assert_allclose(f[2], f[0], atol=1e-5)  # standardised stamps: the noise level does not matter
+    assert_array_equal(f[3], 0)
+    turned = np.rot90(striped, 1, axes=(2, 3))[..., ::-1]
+    assert_allclose(quality.spectrum_input(turned)[0], f[1], rtol=1e-5, atol=1e-5)
+    # empty clusters (all-zero stamps) do not dilute the mean spectrum
+    padded = np.concatenate([striped, np.zeros((1, 3, s, s))], axis=1)
+    assert_allclose(quality.spectrum_input(padded)[0], f[1], rtol=1e-5, atol=1e-5)
+
+
+def test_region_input_is_counts_then_standardised_spectrum():
+    rng = np.random.default_rng(1)
+    st = rng.normal(0, 1, (7, 4, 25, 25))
+    counts = rng.integers(0, 50, (7, 4))
+    vf = np.full(7, 0.5)
+    assert_array_equal(quality.region_input(counts, vf), quality.count_input(counts, vf))
+    norm = quality.spectrum_norm(st)
+    x = quality.region_input(counts, vf, st, norm)
+    assert x.shape == (7, 4 + 24) and x.dtype == np.float32
+    assert_array_equal(x[:, :4], quality.count_input(counts, vf))
+    assert_allclose(x[:, 4:].mean(axis=0), 0, atol=1e-5)  # standardised on the same regions
+    assert_allclose(x[:, 4:].std(axis=0), 1, atol=1e-3)
+
+
 SMALL = dict(epochs=15, batch_size=10, channels=(4, 4, 8, 8, 8), embedding=4, dense=32, validation_fraction=0.25,
              learning_rate=5e-3)
 
@@ -324,6 +362,11 @@ def test_classifiers_learn_and_shuffled_labels_give_chance(tmp_path):
     truth = np.array(QUALITY_CLASSES)[y_test]
     acc = {n: float(np.mean(pred[c] == truth)) for n, c in quality_eval.MODEL_COLUMNS.items()}
     assert min(acc.values()) > 0.7, acc
+    # predictions average the 8 rotations/flips: turning every stamp changes nothing
+    turned = stamps.RegionStamps("T", rs.regions, rs.counts, np.ascontiguousarray(np.rot90(rs.stamps, 1, axes=(2, 3))),
+                                 0.05, {})
+    cols = [c for c in pred.columns if c.startswith("quality_prob")]
+    assert_allclose(quality.predict_regions(model, turned)[cols].to_numpy(), pred[cols].to_numpy(), atol=1e-5)
     shuffled, _ = _synthetic_set(shuffle=True)
     quality.train_quality(shuffled, settings, tmp_path / "s.pt", checkpoint_dir=tmp_path / "ck2")
     pred = quality.predict_regions(quality.load_quality_model(tmp_path / "s.pt"), rs)

@@ -88,6 +88,10 @@ class QualitySettings:
         Dropout before the last layer.
     augment : bool
         Random rotations by 90 degrees and flips of a region's stamps.
+    spectrum : bool
+        M3 also sees the region's mean stamp power spectrum (`spectrum_input`): beside the
+        stamps and the counts, the evidence that tells coherent ripples (``striping``) from
+        white noise (``high_noise``). False gives the seed's M3 (stamps and counts only).
     seed : int
         Seed of the split, the initial weights, the batches and the augmentations.
     """
@@ -103,6 +107,7 @@ class QualitySettings:
     dense: int = 64
     dropout: float = 0.2
     augment: bool = True
+    spectrum: bool = True
     seed: int = 0
 
     def __post_init__(self):
@@ -158,6 +163,73 @@ def count_input(counts, valid_fraction):
     """
     v = np.clip(np.asarray(valid_fraction, dtype=np.float64), 0.05, 1.0)[:, None]
     return np.log1p(np.asarray(counts, dtype=np.float64) / v).astype(np.float32)
+
+
+def spectrum_input(stamps, clip=5.0):
+    """
+    The region's mean stamp power spectrum, reduced to two numbers per spatial frequency ring.
+
+    Each non-empty stamp is standardised (minus its median, over its MAD-based sigma,
+    clipped at +-``clip``: noise, ripples and the source's wings weigh alike whatever the
+    noise level), its power spectrum ``|FFT|^2`` taken, and the spectra of the region's
+    non-empty stamps averaged. Per integer ring ``|k| = 1 .. s // 2`` (cycles per stamp):
+    ``log(max / mean)`` over the ring, the anisotropy (a plane-wave ripple of the background,
+    the same in every stamp of a ``striping`` region, is a peak on its ring; noise is
+    isotropic), and ``log(mean)``, the radial power (the beam's and the ripples' scales).
+    Invariant to the rotations by 90 degrees and the flips of the training augmentation.
+
+    Parameters
+    ----------
+    stamps : ndarray, ``(n, K, s, s)``, mJy/beam; an all-zero stamp is an empty cluster.
+    clip : float
+        Clipping of the standardised stamps, in sigma.
+
+    Returns
+    -------
+    float32 ndarray, ``(n, 2 * (s // 2))``: anisotropy then log power of ring 1, ring 2, ...
+    A region without a non-empty stamp gets zeros.
+    """
+    x = np.asarray(stamps, dtype=np.float64)
+    n, k, s, _ = x.shape
+    full = (x.reshape(n, k, -1) != 0).any(axis=-1)
+    med = np.median(x, axis=(2, 3), keepdims=True)
+    sigma = 1.4826 * np.median(np.abs(x - med), axis=(2, 3), keepdims=True)
+    z = np.clip((x - med) / np.where(sigma > 0, sigma, 1.0), -clip, clip) * full[..., None, None]
+    power = np.fft.fftshift(np.abs(np.fft.fft2(z)) ** 2, axes=(2, 3))
+    mean = power.sum(axis=1) / np.maximum(full.sum(axis=1), 1)[:, None, None]
+    ky, kx = np.mgrid[:s, :s] - s // 2
+    ring = np.rint(np.hypot(kx, ky)).astype(int)
+    out = np.zeros((n, 2 * (s // 2)), dtype=np.float64)
+    for r in range(1, s // 2 + 1):
+        v = mean[:, ring == r]
+        m = v.mean(axis=1)
+        ok = m > 0
+        out[ok, 2 * (r - 1)] = np.log(v.max(axis=1)[ok] / m[ok])
+        out[ok, 2 * (r - 1) + 1] = np.log(m[ok])
+    return out.astype(np.float32)
+
+
+def spectrum_norm(stamps):
+    """Mean and standard deviation (``(F,)`` each, float64) of `spectrum_input` over training regions."""
+    f = spectrum_input(stamps).astype(np.float64)
+    return f.mean(axis=0), np.maximum(f.std(axis=0), 1e-6)
+
+
+def region_input(counts, valid_fraction, stamps=None, norm=None):
+    """
+    The per-region vector the M2 and M3 heads see: `count_input`, then (with ``norm``) the
+    standardised `spectrum_input` of ``stamps``.
+
+    Returns
+    -------
+    float32 ndarray, ``(n_regions, K)`` or ``(n_regions, K + F)``.
+    """
+    xc = count_input(counts, valid_fraction)
+    if norm is None:
+        return xc
+    mean, std = (np.asarray(a, dtype=np.float64) for a in norm)
+    spec = (spectrum_input(stamps) - mean) / std
+    return np.concatenate([xc, spec.astype(np.float32)], axis=1)
 
 
 # --------------------------------------------------------------------------- labels and data
@@ -318,13 +390,16 @@ def build_model(name, n_clusters, stamp_size, settings):
 
     Returns
     -------
-    torch.nn.Module; ``forward(stamps, counts)`` with stamps ``(B, K, s, s)`` (scaled) and
-    counts ``(B, K)`` (scaled), returning ``(B, 5)`` logits.
+    torch.nn.Module; ``forward(stamps, region)`` with stamps ``(B, K, s, s)`` (scaled) and
+    region ``(B, K + F)`` (`region_input`: the scaled counts, then the F = ``2 * (s // 2)``
+    standardised spectrum features when ``settings.spectrum``), returning ``(B, 5)`` logits.
+    M1 reads the stamps, M2 the counts, M3 all of it.
     """
     import torch
     from torch import nn
 
     n_out = len(QUALITY_CLASSES)
+    n_spec = 2 * (stamp_size // 2) if settings.spectrum else 0
 
     class StampCNN(nn.Module):
         """Five 3x3 convolution layers on one stamp -> ``embedding`` features."""
@@ -372,7 +447,7 @@ def build_model(name, n_clusters, stamp_size, settings):
             self.cnn = StampCNN()
             self.head = head((n_clusters + 1) * settings.embedding)
 
-        def forward(self, stamps, counts):
+        def forward(self, stamps, region):
             return self.head(self.cnn(stamps))
 
     class M2(nn.Module):
@@ -381,17 +456,17 @@ def build_model(name, n_clusters, stamp_size, settings):
             self.mlp = nn.Sequential(nn.Linear(n_clusters, settings.dense), nn.ReLU())
             self.head = head(settings.dense)
 
-        def forward(self, stamps, counts):
-            return self.head(self.mlp(counts))
+        def forward(self, stamps, region):
+            return self.head(self.mlp(region[:, :n_clusters]))
 
     class M3(nn.Module):
         def __init__(self):
             super().__init__()
             self.cnn = StampCNN()
-            self.head = head((n_clusters + 1) * settings.embedding + n_clusters)
+            self.head = head((n_clusters + 1) * settings.embedding + n_clusters + n_spec)
 
-        def forward(self, stamps, counts):
-            return self.head(torch.cat([self.cnn(stamps), counts], dim=1))
+        def forward(self, stamps, region):
+            return self.head(torch.cat([self.cnn(stamps), region[:, : n_clusters + n_spec]], dim=1))
 
     models = {"m1": M1, "m2": M2, "m3": M3}
     if name not in models:
@@ -449,13 +524,13 @@ def _save_checkpoint(path, state):
     os.replace(tmp, path)  # killed mid-write: the previous checkpoint survives
 
 
-def _train_one(name, data, train_mask, settings, checkpoint_dir, device):
-    """Train one model, resuming from its checkpoint; returns (model, history)."""
+def _train_one(name, data, train_mask, settings, checkpoint_dir, device, norm=None):
+    """Train one model, resuming from its checkpoint; returns (model, history). ``norm``: `spectrum_norm`."""
     import torch
 
     k, s = data.counts.shape[1], data.stamps.shape[-1]
     xs = stamp_input(data.stamps, data.stamp_scale)
-    xc = count_input(data.counts, data.regions["valid_fraction"].to_numpy())
+    xc = region_input(data.counts, data.regions["valid_fraction"].to_numpy(), data.stamps, norm)
     y = data.regions["y"].to_numpy(np.int64)
     tr, va = np.nonzero(train_mask)[0], np.nonzero(~train_mask)[0]
     seed_model = settings.seed * 1000 + MODEL_NAMES.index(name)
@@ -555,9 +630,10 @@ def train_quality(data, settings, model_path, *, checkpoint_dir, report_path=Non
     k, s = data.counts.shape[1], data.stamps.shape[-1]
     log.info("training on %s: %d regions (%d held out for validation), K=%d, %d px stamps", device,
              int((~val).sum()), int(val.sum()), k, s)
+    norm = spectrum_norm(data.stamps) if settings.spectrum else None
     states, histories = {}, {}
     for name in MODEL_NAMES:
-        model, histories[name] = _train_one(name, data, ~val, settings, checkpoint_dir, device)
+        model, histories[name] = _train_one(name, data, ~val, settings, checkpoint_dir, device, norm)
         states[name] = {key: v.detach().cpu() for key, v in model.state_dict().items()}
     report = {
         "classes": list(QUALITY_CLASSES),
@@ -576,6 +652,7 @@ def train_quality(data, settings, model_path, *, checkpoint_dir, report_path=Non
     package = {"format": FORMAT, "classes": list(QUALITY_CLASSES), "cfg": asdict(settings), "models": states,
                "production": PRODUCTION_MODEL, "n_clusters": int(k), "stamp_size": int(s),
                "stamp_scale": float(data.stamp_scale), "validation_accuracy": report["validation_accuracy"],
+               "spectrum_norm": None if norm is None else [[float(v) for v in a] for a in norm],
                "training_regions": data.regions["region_id"].tolist(), "versions": _versions()}
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -621,6 +698,7 @@ class QualityModel:
     n_clusters: int
     stamp_size: int
     meta: dict = field(default_factory=dict)
+    spectrum_norm: tuple | None = None
 
 
 def load_quality_model(path, device="cpu"):
@@ -639,7 +717,11 @@ def load_quality_model(path, device="cpu"):
         raise ValueError(f"{path}: not a skysift quality model (format {FORMAT})")
     if tuple(pkg["classes"]) != QUALITY_CLASSES:
         raise ValueError(f"{path}: trained for classes {pkg['classes']}, expected {list(QUALITY_CLASSES)}")
-    settings = QualitySettings(**pkg["cfg"])
+    # files written before the spectrum input existed hold the seed's M3
+    settings = QualitySettings(**{"spectrum": False, **pkg["cfg"]})
+    norm = pkg.get("spectrum_norm")
+    if settings.spectrum and norm is None:
+        raise ValueError(f"{path}: M3 takes the stamp spectrum but the file holds no spectrum_norm")
     models = {}
     for name in MODEL_NAMES:
         m = build_model(name, pkg["n_clusters"], pkg["stamp_size"], settings)
@@ -647,12 +729,15 @@ def load_quality_model(path, device="cpu"):
         models[name] = m.to(device).eval()
     meta = {k: pkg[k] for k in ("production", "validation_accuracy", "versions") if k in pkg}
     return QualityModel(models, tuple(pkg["classes"]), settings, float(pkg["stamp_scale"]), int(pkg["n_clusters"]),
-                        int(pkg["stamp_size"]), meta)
+                        int(pkg["stamp_size"]), meta, None if norm is None else tuple(np.asarray(a) for a in norm))
 
 
 def predict_regions(model, stamps, device="cpu", batch=256):
     """
     Class probabilities of every region of a tile from all three classifiers.
+
+    Each classifier's probabilities are the softmax of its log-probabilities averaged over the
+    8 rotations by 90 degrees and flips of the stamps (those it was trained to be blind to).
 
     Parameters
     ----------
@@ -676,15 +761,19 @@ def predict_regions(model, stamps, device="cpu", batch=256):
                          f"the model expects K={model.n_clusters}, size {model.stamp_size}")
     regions = stamps.regions.copy()
     xs = stamp_input(stamps.stamps, model.stamp_scale)
-    xc = count_input(stamps.counts, regions["valid_fraction"].to_numpy())
+    xc = region_input(stamps.counts, regions["valid_fraction"].to_numpy(), stamps.stamps, model.spectrum_norm)
     valid = regions["valid_fraction"].to_numpy() > 0
     probs = {}
     with torch.inference_mode():
         for name, m in model.models.items():
             out = np.full((len(regions), len(QUALITY_CLASSES)), np.nan, dtype=np.float32)
             for i in range(0, len(regions), batch):
-                logits = m(torch.from_numpy(xs[i : i + batch]).to(device), torch.from_numpy(xc[i : i + batch]).to(device))
-                out[i : i + batch] = torch.softmax(logits, dim=1).cpu().numpy()
+                st = torch.from_numpy(xs[i : i + batch]).to(device)
+                rv = torch.from_numpy(xc[i : i + batch]).to(device)
+                views = [torch.rot90(st, r, dims=(2, 3)) for r in range(4)]
+                views += [v.flip(3) for v in views]
+                logp = torch.stack([torch.log_softmax(m(v, rv), dim=1) for v in views]).mean(dim=0)
+                out[i : i + batch] = torch.softmax(logp, dim=1).cpu().numpy()
             out[~valid] = np.nan
             probs[name] = out
     classes = np.array(QUALITY_CLASSES, dtype=object)
