@@ -2,7 +2,7 @@
 Image quality end to end (issue 3): Snakemake runs the quality rules on a small simulated survey.
 
 One module-scoped run (tests/configs/quality.yaml: a held-out 1024^2 tile with 256 px regions,
-six training tiles, small models, no learned detection) builds the held-out tile's
+six training tiles and six QSIM tiles, small models, no learned detection) builds the held-out tile's
 catalogue and results/evaluation/quality.json; the tests then check the contracts, retrain
 from the same inputs to check determinism, and retrain on shuffled labels to check that the
 classifier learns from the data.
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.workflow
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 CONFIG = REPO / "tests" / "configs" / "quality.yaml"
 HELD = "QT_HELD"
-TRAIN = [f"QT_TRAIN_{i}" for i in range(1, 7)]
+TRAIN = [f"QT_TRAIN_{i}" for i in range(1, 7)] + [f"QSIM_{i:03d}" for i in range(6)]  # quality.training_tiles
 TARGETS = [f"results/catalogue/{HELD}/{t}.parquet" for t in ("components", "sources", "cutouts")] + [
     "results/evaluation/quality.json", "results/evaluation/components.json"]
 

@@ -42,8 +42,8 @@ from ..masks import decode_mask
 from .cocoeval import coco_average_precision
 from .labels import SCHEMES, _source_peak_snr, truth_categories
 
-__all__ = ["GOALS", "truth_ground_truth", "class_hypotheses", "sep_island_baseline", "component_truth", "association_scores",
-           "host_scores", "evaluate_detection_tiles"]
+__all__ = ["GOALS", "truth_ground_truth", "class_hypotheses", "sep_island_baseline", "component_truth",
+           "association_scores", "host_scores", "evaluate_detection_tiles"]
 
 log = logging.getLogger(__name__)
 
