@@ -104,6 +104,7 @@ rule infer_shard:
         device=lookup(dpath="detection/device", within=config),
         amp=lookup(dpath="training/amp", within=config),
         host_min_score=lookup(dpath="detection/source_min_score", within=config),
+        host_ir_psf_fwhm=lookup(dpath="detection/host_ir_psf_fwhm", within=config),
         workers=lookup(dpath="detection/workers", within=config),
     script:
         "../workflow_scripts/infer_shard.py"

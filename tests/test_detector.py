@@ -260,6 +260,11 @@ def test_infer_shard_writes_the_detection_contract(survey, tmp_path):
     gated = pd.read_parquet(tmp_path / "det3.parquet")
     assert det.host_x.notna().any() and gated.host_x.isna().all() and gated.drop(columns=["host_x", "host_y", "host_score"]).equals(
         det.drop(columns=["host_x", "host_y", "host_score"]))
+    # the IR PSF's matched filter changes where hosts are found, nothing else
+    infer_shard(shard, tmp_path / "model.pt", tmp_path / "det4.parquet", batch_size=4, device="cpu", host_ir_psf_fwhm=6.1)
+    smoothed = pd.read_parquet(tmp_path / "det4.parquet")
+    assert smoothed.drop(columns=["host_x", "host_y", "host_score"]).equals(det.drop(columns=["host_x", "host_y", "host_score"]))
+    assert smoothed.host_x.notna().any() and not np.allclose(smoothed.host_x, det.host_x, equal_nan=True)
 
 
 def test_data_loading_workers_give_the_same_batches(survey):

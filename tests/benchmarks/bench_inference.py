@@ -45,6 +45,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=0, help="as detection.workers")
     p.add_argument("--host-min-score", type=float, default=0.5, help="as detection.source_min_score")
+    p.add_argument("--host-ir-psf-fwhm", type=float, default=6.1, help="as detection.host_ir_psf_fwhm (arcsec)")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
 
@@ -75,10 +76,11 @@ def main(argv=None):
         model_path = work / "untrained.pt"
         torch.save(model_file_content(build_model(ms), ms, labels.SCHEMES["rgz"], args.fusion), model_path)
     infer_shard(shard, model_path, work / "warmup.parquet", batch_size=args.batch_size, device=args.device,
-                host_min_score=args.host_min_score, workers=args.workers)  # warm-up
+                host_min_score=args.host_min_score, host_ir_psf_fwhm=args.host_ir_psf_fwhm, workers=args.workers)  # warm-up
     t0 = time.process_time()
     info = infer_shard(shard, model_path, work / "detections.parquet", batch_size=args.batch_size,
-                       device=args.device, host_min_score=args.host_min_score, workers=args.workers)
+                       device=args.device, host_min_score=args.host_min_score, host_ir_psf_fwhm=args.host_ir_psf_fwhm,
+                       workers=args.workers)
     cpu = time.process_time() - t0
     kind = "cuda" if info["device"].startswith("cuda") else "cpu"
     # on a shared machine the wall rate depends on the load; the rate per CPU-second does not

@@ -48,6 +48,7 @@ __all__ = [
     "edge_contacts",
     "ir_background",
     "ir_host",
+    "ir_matched_filter",
     "read_detections",
     "select_detections",
     "associate_components",
@@ -94,6 +95,40 @@ def ir_background(ir):
     return float(np.median(ir[finite])), clipped_rms(ir[::2, ::2])
 
 
+def ir_matched_filter(ir, psf_sigma):
+    """
+    Infrared cutout smoothed by its point-spread function: the matched filter for point-like hosts.
+
+    A host galaxy of WISE W1 is a PSF-sized blob (6.1 arcsec FWHM, 3 cutout pixels at 2 arcsec):
+    convolving with the PSF sums its pixels with the weights that maximise its S/N (by
+    ``sqrt(4 pi sigma^2)``, ~4.5 at 1.3 px, for white noise), so hosts too faint for any single
+    pixel to reach `HOST_MIN_SNR` are still found. `ir_background` of the result gives the
+    smoothed noise that `ir_host` then counts significance in.
+
+    Parameters
+    ----------
+    ir : 2D ndarray, ``(ny, nx)``
+        Infrared on the cutout grid, NaN outside its coverage.
+    psf_sigma : float
+        Gaussian sigma of the infrared PSF on this grid (pixels); 0 returns ``ir`` unchanged.
+
+    Returns
+    -------
+    2D float32 ndarray, ``(ny, nx)``: NaN where ``ir`` is NaN (they are filled with the median
+    for the convolution, so a coverage edge adds no signal).
+    """
+    ir = np.asarray(ir, dtype=np.float32)
+    if not psf_sigma > 0:
+        return ir
+    finite = np.isfinite(ir)
+    if not finite.any():
+        return ir
+    filled = np.where(finite, ir, np.median(ir[finite]))
+    out = ndimage.gaussian_filter(filled, psf_sigma, mode="nearest").astype(np.float32)
+    out[~finite] = np.nan
+    return out
+
+
 def ir_host(ir, soft, binary, *, background=None, radio=None):
     """
     Infrared host of one detection: the maximum of the infrared weighted by the source mask.
@@ -107,6 +142,9 @@ def ir_host(ir, soft, binary, *, background=None, radio=None):
     clipped at `HOST_CLIP_SNR`: every clearly detected object counts the same, and the weight
     decides which one hosts the source (a bright star at the edge of a large mask does not beat
     a faint galaxy at its centre).
+
+    Pass the infrared through `ir_matched_filter` first (``infer_shard`` does, with the PSF of
+    ``detection.host_ir_psf_fwhm``) to find hosts fainter than a pixel's noise.
 
     Parameters
     ----------

@@ -31,7 +31,7 @@ from ..catalogue import write_parquet
 from ..columns import DETECTIONS
 from ..fusion import MissingIRWarning, fuse
 from ..masks import encode_mask
-from ..sources import edge_contacts, ir_background, ir_host
+from ..sources import edge_contacts, ir_background, ir_host, ir_matched_filter
 from .train import load_model_file
 
 __all__ = ["model_id", "detect_batch", "infer_shard"]
@@ -134,10 +134,25 @@ def _mask_window(box, shape):
     return max(min(ya, ny - 1), 0), max(yb, 1), max(min(xa, nx - 1), 0), max(xb, 1)
 
 
-def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score=0.0):
+def psf_sigma_pixels(fwhm_arcsec, wcs_header):
+    """
+    Gaussian sigma (pixels of the grid of ``wcs_header``, a FITS header string) of a PSF of
+    ``fwhm_arcsec``; 0 for a FWHM of 0.
+    """
+    if not fwhm_arcsec > 0:
+        return 0.0
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    scale = float(np.mean(proj_plane_pixel_scales(WCS(fits.Header.fromstring(wcs_header)).celestial))) * 3600.0
+    return float(fwhm_arcsec) / (2.0 * np.sqrt(2.0 * np.log(2.0))) / scale
+
+
+def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score=0.0, host_psf_sigma=0.0):
     """
     DETECTIONS rows of one cutout's detector output, its masks `_windowed` (IR host for scores
-    >= ``host_min_score``).
+    >= ``host_min_score``, searched in the IR `ir_matched_filter`-ed with ``host_psf_sigma`` px).
     """
     rows = []
     nan = ~np.isfinite(radio)
@@ -163,7 +178,8 @@ def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score
             crop = np.ones((my1 - my0, mx1 - mx0), dtype=bool)
         hx = hy = hscore = np.nan
         if ir is not None and out["scores"][j] >= host_min_score:
-            if background is None:
+            if background is None:  # once per cutout
+                ir = ir_matched_filter(ir, host_psf_sigma)
                 background = ir_background(ir)
             binary, soft = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=np.float32)
             binary[my0:my1, mx0:mx1] = crop
@@ -224,7 +240,7 @@ def _windowed(out):
     return {**out, "masks": [(w, out["masks"][j][w[0] : w[1], w[2] : w[3]]) for j, w in enumerate(windows)]}
 
 
-def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories, host_min_score):
+def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories, host_min_score, host_psf_sigma):
     """
     DETECTIONS rows of the cutouts ``start:start + len(outs)`` of a shard: their unpasted
     `detect_batch` outputs pasted, windowed and turned into `_rows`.
@@ -236,12 +252,12 @@ def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories,
     for j, out in enumerate(outs):
         out = _windowed(paste_masks(out, radio[j].shape))
         rows += _rows(out, radio[j], ir[j], ids[j], tile_id, int(x_min[j]), int(y_min[j]), categories,
-                      host_min_score)
+                      host_min_score, host_psf_sigma)
     return rows
 
 
 def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto", amp=True,
-                host_min_score=0.0, workers=0):
+                host_min_score=0.0, host_ir_psf_fwhm=0.0, workers=0):
     """
     Detections of every cutout of one shard, written to Parquet.
 
@@ -262,6 +278,9 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
     host_min_score : float
         IR hosts are looked for only for detections scoring at least this (the merge makes
         sources of those alone: ``detection.source_min_score``); the others get NaN hosts.
+    host_ir_psf_fwhm : float
+        FWHM of the infrared PSF (arcsec; WISE W1: 6.1): hosts are searched in the IR smoothed
+        by it (`skysift.sources.ir_matched_filter`); 0 searches the IR as it is.
     workers : int
         Processes that read and fuse the cutouts ahead of the model and turn its output into
         rows (0: all in this process). A GPU outruns one CPU core at this: give it several.
@@ -286,6 +305,7 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
         ids = [c.decode() if isinstance(c, bytes) else str(c) for c in f["cutout_id"][:]]
         x_min, y_min = f["x_min"][:], f["y_min"][:]
     tile_id = str(attrs["tile_id"])
+    host_psf_sigma = psf_sigma_pixels(host_ir_psf_fwhm, str(attrs["wcs_header"]))
     starts = list(range(0, n, batch_size))
     pool = None
     if workers > 0:  # fork: a script run by Snakemake has no __main__ guard; workers never touch CUDA
@@ -304,7 +324,8 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
                 submitted += 1
             outs = detect_batch(model, list(images), dev, amp=amp, paste=False)
             pending.append(run(_rows_range, str(shard_path), b, outs, ids[b : b + batch_size], tile_id,
-                               x_min[b : b + batch_size], y_min[b : b + batch_size], categories, host_min_score))
+                               x_min[b : b + batch_size], y_min[b : b + batch_size], categories, host_min_score,
+                               host_psf_sigma))
         for fut in pending:
             rows += fut.result()
     finally:
