@@ -266,6 +266,17 @@ def get_merge_inputs(wildcards):
     return inputs
 
 
+def get_detector_settings():
+    """
+    The detection keys the trained model depends on: skysift.detection.train.MODEL_KEYS, the
+    input fusion, the device and the initial weights. Inference- and merge-only keys stay out,
+    so changing them reruns infer_shard or the merge, never train_detector.
+    """
+    keys = ("backbone", "fpn_channels", "trainable_layers", "anchor_sizes", "aspect_ratios", "min_score",
+            "nms_iou", "fusion", "device", "initial_weights")
+    return {k: DETECTION[k] for k in keys}
+
+
 def get_merge_detection_settings():
     return {
         "min_score": DETECTION["source_min_score"],

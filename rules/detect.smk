@@ -76,7 +76,7 @@ rule train_detector:
         runtime=240,
     params:
         training=lookup(dpath="training", within=config),
-        detection=lookup(dpath="detection", within=config),
+        detection=get_detector_settings(),
         checkpoint_dir="results/models/checkpoints",
     script:
         "../workflow_scripts/train_detector.py"

@@ -193,6 +193,22 @@ def test_rerun_one_rule_redoes_it_and_its_dependants_only(run):
         assert upstream not in counts
 
 
+@pytest.mark.parametrize("override, reruns, kept", [
+    ({"host_ir_psf_fwhm": 3.0}, {"infer_shard", "merge_tile_catalogue"}, {"train_detector", "extract_sources"}),
+    ({"flag_score": 0.7}, {"merge_tile_catalogue"}, {"train_detector", "infer_shard", "shard_tile"}),
+    ({"nms_iou": 0.4}, {"train_detector", "infer_shard", "merge_tile_catalogue"}, {"extract_sources"}),
+])
+def test_a_changed_setting_reruns_only_the_rules_that_read_it(run, override, reruns, kept):
+    """An inference-only key reruns inference (and shard_tile, whose shards are temp()) but
+    never the detector's training; a merge-only key reruns the merge alone."""
+    cfg = run / "override.yaml"
+    cfg.write_text(yaml.safe_dump({"detection": override}))
+    proc = snakemake(run, "-n", configfiles=[run / "tiles.yaml", cfg])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout)
+    assert reruns <= set(counts) and not kept & set(counts), counts
+
+
 def test_same_inputs_give_the_same_catalogue(run):
     paths = [run / "results" / "catalogue" / t / f"{n}.parquet" for t in TILES for n in ("sources", "components")]
     before = [table_digest(p) for p in paths]
