@@ -272,8 +272,18 @@ def get_detector_settings():
     input fusion, the device and the initial weights. Inference- and merge-only keys stay out,
     so changing them reruns infer_shard or the merge, never train_detector.
     """
-    keys = ("backbone", "fpn_channels", "trainable_layers", "anchor_sizes", "aspect_ratios", "min_score",
-            "nms_iou", "fusion", "device", "initial_weights")
+    keys = (
+        "backbone",
+        "fpn_channels",
+        "trainable_layers",
+        "anchor_sizes",
+        "aspect_ratios",
+        "min_score",
+        "nms_iou",
+        "fusion",
+        "device",
+        "initial_weights",
+    )
     return {k: DETECTION[k] for k in keys}
 
 
