@@ -223,17 +223,6 @@ def test_two_gloo_processes_hold_identical_weights_after_a_step(survey, tmp_path
     assert (tmp_path / "ddp.pt").exists()  # written by rank 0 only
 
 
-def test_psf_sigma_pixels_converts_a_fwhm_in_arcsec_on_the_tile_grid():
-    from astropy.io import fits
-
-    from conftest import casda_header
-    from skysift.detection.infer import psf_sigma_pixels
-
-    header = casda_header(32, 32, four_d=False).tostring()  # 2 arcsec pixels
-    assert psf_sigma_pixels(6.1, header) == pytest.approx(6.1 / 2.3548 / 2.0, rel=1e-4)
-    assert psf_sigma_pixels(0.0, header) == 0.0
-
-
 def test_infer_shard_writes_the_detection_contract(survey, tmp_path):
     ms = M.ModelSettings(**{**TINY, "size": 64, "num_classes": 6, "min_score": 0.0, "detections_per_image": 3})
     torch.manual_seed(0)

@@ -7,12 +7,24 @@ from numpy.testing import assert_allclose
 
 from conftest import casda_header, write_tile
 from skysift.inspect import inspect_tile
-from skysift.tileio import TileError, beam_area_pixels, native_float32, open_tile
+from skysift.tileio import (TileError, beam_area_pixels, celestial_header, gaussian_sigma_pixels, native_float32,
+                             open_tile, pixel_scale_arcsec)
 
 
 @pytest.mark.parametrize("bmaj", [15 * u.arcsec, 0.25 * u.arcmin, 15 / 3600 * u.deg])
 def test_beam_area_emu(bmaj):  # 15" beam, 2" pixels: pi * 15 * 15 / (4 ln 2) / 2**2 = 63.736
     assert_allclose(beam_area_pixels(bmaj, 15 * u.arcsec, 2 * u.arcsec), 63.736, rtol=1e-4)
+
+
+def test_gaussian_sigma_pixels_on_a_shard_header():
+    """A FWHM in arcsec to a Gaussian sigma in pixels, through the header string a shard stores."""
+    from astropy.wcs import WCS
+
+    header = celestial_header(casda_header(32, 32, pixel_arcsec=2.0))
+    assert pixel_scale_arcsec(WCS(header)) == pytest.approx(2.0)
+    assert gaussian_sigma_pixels(6.1, header.tostring()) == pytest.approx(6.1 / 2.35482 / 2.0, rel=1e-5)
+    assert gaussian_sigma_pixels(15.0, celestial_header(casda_header(32, 32, pixel_arcsec=1.5)).tostring()) == \
+        pytest.approx(15.0 / 2.35482 / 1.5, rel=1e-5)
 
 
 def test_beam_area_rejects_nonpositive():

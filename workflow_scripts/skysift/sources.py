@@ -483,14 +483,13 @@ def sources_from_detections(components, detections, cutouts, wcs, tile_id, *, mi
     source_id : ndarray of str
         The source of each component, in component order.
     """
-    from astropy.wcs.utils import proj_plane_pixel_scales
-
     from .extract import iau_names
     from .simulate import largest_extent
+    from .tileio import pixel_scale_arcsec
 
     kept, masks = select_detections(detections, cutouts, overlap_threshold=overlap_threshold)
     owner = associate_components(components, kept, masks, min_score=min_score)
-    pixel_arcsec = float(np.mean(proj_plane_pixel_scales(wcs.celestial))) * 3600.0
+    pixel_arcsec = pixel_scale_arcsec(wcs)
     comp = components.reset_index(drop=True)
     rows = []
     for k, det in enumerate(kept.itertuples(index=False)):

@@ -19,7 +19,8 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-__all__ = ["TileError", "Tile", "open_tile", "native_float32", "beam_area_pixels", "celestial_header"]
+__all__ = ["TileError", "Tile", "open_tile", "native_float32", "beam_area_pixels", "pixel_scale_arcsec",
+           "gaussian_sigma_pixels", "celestial_header"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,20 @@ def beam_area_pixels(bmaj: u.arcsec, bmin: u.arcsec, pixel_scale: u.arcsec):
     return float((np.pi * bmaj * bmin / (4 * np.log(2)) / pixel_scale**2).to_value(u.one))
 
 
+def pixel_scale_arcsec(wcs):
+    """Side of a pixel of a celestial WCS (arcsec; geometric mean of the two axes)."""
+    return float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs.celestial)))) * 3600.0
+
+
+def gaussian_sigma_pixels(fwhm_arcsec, wcs_header):
+    """
+    Sigma of a Gaussian of ``fwhm_arcsec`` (arcsec) in pixels of the grid of ``wcs_header``,
+    a `celestial_header` as a string (a cutout shard's ``wcs_header`` attribute).
+    """
+    scale = pixel_scale_arcsec(WCS(fits.Header.fromstring(wcs_header)))
+    return float(fwhm_arcsec) / scale / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+
 def celestial_header(header):
     """
     2-D celestial copy of a FITS header (degenerate spectral/Stokes axes dropped).
@@ -235,7 +250,7 @@ def open_tile(path, *, require_beam=True, require_celestial=True):
         raise TileError(path, "no restoring beam: BMAJ/BMIN missing from the header")
     if bmaj is not None and (not np.isfinite(bmaj) or bmaj <= 0 or not np.isfinite(bmin) or bmin <= 0):
         raise TileError(path, f"invalid restoring beam BMAJ={bmaj}\" BMIN={bmin}\"")
-    scale = float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs)))) * 3600 if wcs.has_celestial else 1.0
+    scale = pixel_scale_arcsec(wcs) if wcs.has_celestial else 1.0
     return Tile(
         path=str(path),
         data=data,

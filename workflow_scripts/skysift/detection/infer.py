@@ -32,6 +32,7 @@ from ..columns import DETECTIONS
 from ..fusion import MissingIRWarning, fuse
 from ..masks import encode_mask
 from ..sources import edge_contacts, ir_background, ir_host, ir_matched_filter
+from ..tileio import gaussian_sigma_pixels
 from .train import load_model_file
 
 __all__ = ["model_id", "detect_batch", "infer_shard"]
@@ -132,21 +133,6 @@ def _mask_window(box, shape):
     ya, yb = max(int(np.floor(y1 - my)), 0), min(int(np.ceil(y2 + my)) + 1, ny)
     xa, xb = max(int(np.floor(x1 - mx)), 0), min(int(np.ceil(x2 + mx)) + 1, nx)
     return max(min(ya, ny - 1), 0), max(yb, 1), max(min(xa, nx - 1), 0), max(xb, 1)
-
-
-def psf_sigma_pixels(fwhm_arcsec, wcs_header):
-    """
-    Gaussian sigma (pixels of the grid of ``wcs_header``, a FITS header string) of a PSF of
-    ``fwhm_arcsec``; 0 for a FWHM of 0.
-    """
-    if not fwhm_arcsec > 0:
-        return 0.0
-    from astropy.io import fits
-    from astropy.wcs import WCS
-    from astropy.wcs.utils import proj_plane_pixel_scales
-
-    scale = float(np.mean(proj_plane_pixel_scales(WCS(fits.Header.fromstring(wcs_header)).celestial))) * 3600.0
-    return float(fwhm_arcsec) / (2.0 * np.sqrt(2.0 * np.log(2.0))) / scale
 
 
 def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score=0.0, host_psf_sigma=0.0):
@@ -305,7 +291,7 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
         ids = [c.decode() if isinstance(c, bytes) else str(c) for c in f["cutout_id"][:]]
         x_min, y_min = f["x_min"][:], f["y_min"][:]
     tile_id = str(attrs["tile_id"])
-    host_psf_sigma = psf_sigma_pixels(host_ir_psf_fwhm, str(attrs["wcs_header"]))
+    host_psf_sigma = gaussian_sigma_pixels(host_ir_psf_fwhm, str(attrs["wcs_header"])) if host_ir_psf_fwhm > 0 else 0.0
     starts = list(range(0, n, batch_size))
     pool = None
     if workers > 0:  # fork: a script run by Snakemake has no __main__ guard; workers never touch CUDA

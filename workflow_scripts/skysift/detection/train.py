@@ -232,14 +232,10 @@ class CutoutSet:
 
 def _beam_sigma_px(attrs):
     """Beam sigma in pixels from a shard's attributes (NaN when unknown)."""
-    from astropy.io import fits
-    from astropy.wcs import WCS
-    from astropy.wcs.utils import proj_plane_pixel_scales
+    from ..tileio import gaussian_sigma_pixels
 
     try:
-        wcs = WCS(fits.Header.fromstring(attrs["wcs_header"]))
-        scale = float(np.mean(proj_plane_pixel_scales(wcs))) * 3600.0
-        return float(np.sqrt(attrs["bmaj_arcsec"] * attrs["bmin_arcsec"])) / scale / 2.3548200450309493
+        return gaussian_sigma_pixels(np.sqrt(attrs["bmaj_arcsec"] * attrs["bmin_arcsec"]), str(attrs["wcs_header"]))
     except (KeyError, ValueError):
         return float("nan")
 
@@ -774,7 +770,7 @@ def settings_from_config(training, detection, **paths):
         ``train_sets``, ``out``, ``checkpoint_dir``, ``metrics_csv``, ``curves_png``, and
         optionally ``initial_weights`` and ``threads``.
     """
-    model = {k: detection[k] for k in MODEL_KEYS if k in detection}
+    model = {k: detection[k] for k in MODEL_KEYS}  # all required: rules/common.smk get_detector_settings passes them
     model["frozen_batchnorm"] = bool(paths.get("initial_weights"))
     return TrainSettings(model=model, fusion=detection.get("fusion", "radio"), device=detection.get("device", "auto"),
                          **{k: training[k] for k in TRAINING_KEYS if k in training}, **paths)
