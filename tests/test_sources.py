@@ -240,3 +240,26 @@ def test_ir_host_between_the_lobes_of_a_double():
     x, y, score = S.ir_host(noisy, binary.astype(np.float32), binary)
     assert (x, y) == pytest.approx((30, 20), abs=0.3) and score > 0.75  # 3-sigma noise peaks compete a little
     assert np.isnan(S.ir_host(np.full((40, 60), 8.0, np.float32), binary.astype(np.float32), binary)[0])
+
+
+def test_sources_table_reads_in_astropy_with_units_and_nulls(tmp_path):
+    """A written sources table, lone components (null class and box) included, in Table.read."""
+    import astropy.units as u
+    import pyarrow.parquet as pq
+    from astropy.table import Table
+
+    cutouts = grid_cutouts(64, 64, 64, 0)
+    comps = pd.DataFrame({"component_id": ["c0", "c1"], "island_id": ["i0", "i1"], "x": [5.0, 50.0],
+                          "y": [5.0, 50.0], "flux_int": [1.5, 2.0], "flux_peak": [1.0, 2.0], "flags": [0, 0]})
+    wcs = WCS(casda_header(64, 64, four_d=False)).celestial
+    src, _ = S.sources_from_detections(comps, oracle_detections([], cutouts), cutouts, wcs, "T")
+    pq.write_table(table_from_columns(src, SOURCES, {"tile_id": "T"}), tmp_path / "s.parquet")
+    t = Table.read(tmp_path / "s.parquet")
+    assert len(t) == 2 and t.meta == {"tile_id": "T"}
+    assert t["flux_int"].unit == u.mJy and t["ra"].unit == u.deg and t["las"].unit == u.arcsec
+    assert sorted(t["flux_int"].quantity.to_value(u.Jy)) == pytest.approx([1.5e-3, 2e-3])
+    assert [list(c) for c in t["component_ids"]] == [list(c) for c in src.component_ids]
+    assert list(t["morph_class"]) == ["None", "None"] and np.isnan(t["bbox_x_min"]).all()  # no nulls in astropy
+    empty = table_from_columns(src.iloc[:0], SOURCES)
+    pq.write_table(empty, tmp_path / "e.parquet")
+    assert len(Table.read(tmp_path / "e.parquet")) == 0

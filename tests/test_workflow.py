@@ -123,6 +123,31 @@ def test_components_link_to_sources(run):
     assert (src.origin[lone] == "detection").all()
 
 
+def test_catalogue_tables_read_in_astropy_with_units(run):
+    """astropy's Table.read: every row, the contract's units and descriptions, the provenance as meta."""
+    import astropy.units as u
+    from astropy.table import Table
+
+    from skysift.columns import TABLES
+
+    for table in ("sources", "components", "cutouts"):
+        path = run / "results" / "catalogue" / TILES[0] / f"{table}.parquet"
+        t = Table.read(path)
+        df = pd.read_parquet(path)
+        assert t.colnames == list(df.columns) and len(t) == len(df)
+        for col in TABLES[f"catalogue_{table}"]:
+            assert t[col.name].description == col.description, (table, col.name)
+            assert (t[col.name].unit or "") == (u.Unit(col.unit) if col.unit else ""), (table, col.name)
+        assert t.meta["tile_id"] == TILES[0] and t.meta["config_hash"] == df.config_hash.iloc[0]
+    src = Table.read(run / "results" / "catalogue" / TILES[0] / "sources.parquet")
+    df = pd.read_parquet(run / "results" / "catalogue" / TILES[0] / "sources.parquet")
+    assert np.array_equal(src["ra"].to_value(u.deg), df.ra.to_numpy())
+    assert list(src["source_id"]) == list(df.source_id)
+    detected = (df.origin == "detection").to_numpy()
+    assert detected.any() and list(src["morph_class"][detected]) == list(df.morph_class[detected])
+    assert (src["flux_int"].quantity.to(u.Jy).value[detected] > 0).any()
+
+
 def test_survey_dataset_reads_in_one_call(run):
     import dask.dataframe as dd
     import duckdb

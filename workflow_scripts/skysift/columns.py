@@ -4,7 +4,11 @@ Column contracts of every table skysift writes.
 One place defines, per table, each column's name, Arrow type, unit and description. Writers
 build their Arrow schema from here (so an empty tile still has the right types), and the unit
 and description go into the Parquet field metadata under the keys ``unit`` and
-``description``, where pyarrow, DuckDB and astropy users can read them.
+``description``, where pyarrow and DuckDB users read them. The schema metadata also holds
+astropy's own description of the table (``table_meta_yaml`` and ``table::len::<column>``, as
+astropy's Parquet writer stores them), so ``astropy.table.Table.read(path)`` gives every column
+its unit and description and the file metadata as ``Table.meta``. (astropy's Parquet reader has
+no nulls: a null string reads as ``'None'``, a null number as NaN.)
 
 Conventions: sky positions are ICRS degrees as float64; fluxes are mJy (integrated) and
 mJy/beam (peak, rms); sizes are FWHM in arcsec; position angles are degrees east of north;
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-__all__ = ["Column", "TABLES", "arrow_schema", "table_from_columns"]
+__all__ = ["Column", "TABLES", "arrow_schema", "astropy_metadata", "table_from_columns"]
 
 
 @dataclass(frozen=True)
@@ -304,9 +308,51 @@ def table_from_columns(data, columns, metadata=None):
     extra = [k for k in keys if k not in names]
     if missing or extra:
         raise KeyError(f"table columns do not match the contract: missing {missing}, unexpected {extra}")
-    schema = arrow_schema(columns, metadata)
     arrays = [pa.array(_values(data[c.name]), type=c.type, from_pandas=True) for c in columns]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    metadata = {**(metadata or {}), **astropy_metadata(columns, arrays, metadata)}
+    return pa.Table.from_arrays(arrays, schema=arrow_schema(columns, metadata))
+
+
+def astropy_metadata(columns, arrays, metadata=None):
+    """
+    Schema metadata with which ``astropy.table.Table.read(format="parquet")`` restores the table.
+
+    Parameters
+    ----------
+    columns : list of Column
+    arrays : list of pyarrow.Array, one per column
+        The data, for the length of the longest string of each string column.
+    metadata : dict of str to str, optional
+        Table-level metadata, which astropy then gives as ``Table.meta``.
+
+    Returns
+    -------
+    dict of str to str
+        ``table_meta_yaml`` (astropy's YAML header: per column its name, type, unit and
+        description; ``meta``) and ``table::len::<name>`` for every string column: its longest
+        value, at least 1, and at least 4 where a null reads as ``'None'``.
+    """
+    import pyarrow.compute as pc
+    from astropy.table import Column as AstropyColumn, Table
+    from astropy.table.meta import get_yaml_from_table
+
+    header = Table(meta=dict(metadata or {}))
+    lengths = {}
+    for c, values in zip(columns, arrays):
+        nested = pa.types.is_list(c.type)
+        value_type = c.type.value_type if nested else c.type
+        if pa.types.is_string(value_type):
+            flat = pc.list_flatten(values) if nested else values
+            longest = (pc.max(pc.utf8_length(flat)).as_py() if len(flat) else None) or 1
+            if flat.null_count:  # astropy reads a null as the string 'None': room for it whole
+                longest = max(longest, len("None"))
+            lengths[f"table::len::{c.name}"] = str(longest)
+            dtype = object if nested else "U1"
+        else:
+            dtype = object if nested else value_type.to_pandas_dtype()
+        header.add_column(AstropyColumn(name=c.name, dtype=dtype, length=0, unit=c.unit or None,
+                                        description=c.description))
+    return {"table_meta_yaml": "\n".join(get_yaml_from_table(header)), **lengths}
 
 
 def _values(v):
