@@ -44,3 +44,29 @@ rule build_survey_dataset:
         runtime=10,
     script:
         "../workflow_scripts/build_survey_dataset.py"
+
+
+rule build_hats_catalogue:
+    input:
+        tables=catalogue_paths("{table}"),
+    output:
+        hats=directory("results/hats/{table}"),
+    log:
+        "logs/build_hats_catalogue/{table}.log",
+    benchmark:
+        "benchmarks/build_hats_catalogue/{table}.tsv"
+    wildcard_constraints:
+        table="sources|components",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        # LSDB holds the table in memory: peak RSS 7-10x the Parquet input at 1-4M rows
+        # (tests/benchmarks/bench_hats.py)
+        mem_mb=lambda wildcards, input: max(4000, int(10 * input.size_mb)),
+        runtime=60,
+    params:
+        margin_arcsec=lookup(dpath="hats/margin_arcsec", within=config),
+        partition_rows=lookup(dpath="hats/partition_rows", within=config),
+    script:
+        "../workflow_scripts/build_hats_catalogue.py"

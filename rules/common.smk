@@ -94,6 +94,9 @@ CATALOGUE_CONFIG_HASH = config_hash(
 )
 N_SHARDS = config["cutouts"]["n_shards"]
 
+# The survey as HATS catalogues for LSDB (rules/catalogue.smk)
+HATS = config["hats"]
+
 # Learned detection (rules/detect.smk): models learn from simulated training tiles (or labels
 # placed by sky position on the tiles of training.manifest), never from the catalogued tiles.
 DETECTION = config["detection"]
@@ -311,6 +314,8 @@ def get_evaluate_detections_inputs():
 
 def get_final_outputs():
     outputs = catalogue_paths(["sources", "components", "cutouts"]) + ["results/survey"]
+    if HATS["enabled"]:
+        outputs += expand("results/hats/{table}", table=HATS["tables"])
     if TRUTH_TILES:
         outputs += [
             "results/evaluation/components.json",

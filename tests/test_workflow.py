@@ -141,7 +141,7 @@ def test_catalogue_tables_read_in_astropy_with_units(run):
         assert t.meta["tile_id"] == TILES[0] and t.meta["config_hash"] == df.config_hash.iloc[0]
     src = Table.read(run / "results" / "catalogue" / TILES[0] / "sources.parquet")
     df = pd.read_parquet(run / "results" / "catalogue" / TILES[0] / "sources.parquet")
-    assert np.array_equal(src["ra"].to_value(u.deg), df.ra.to_numpy())
+    assert np.array_equal(src["ra"].quantity.to_value(u.deg), df.ra.to_numpy())
     assert list(src["source_id"]) == list(df.source_id)
     detected = (df.origin == "detection").to_numpy()
     assert detected.any() and list(src["morph_class"][detected]) == list(df.morph_class[detected])
@@ -172,6 +172,37 @@ def test_survey_dataset_reads_in_one_call(run):
     q = duckdb.sql(f"select tile_id, count(*) n from read_parquet('{survey}/components/*.parquet') "
                    "where snr > 10 group by tile_id order by tile_id").fetchall()
     assert [t for t, _ in q] == sorted(TILES) and all(n > 100 for _, n in q)
+
+
+# lsdb 0.11 and nested-pandas under pandas 3.1
+@pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
+                            "ignore:The 'mode.chained_assignment' option:DeprecationWarning")
+def test_survey_hats_catalogues_cross_match_in_lsdb(run):
+    """results/hats/{sources,components}: every survey row once; a cross-match with the truth in LSDB."""
+    import lsdb
+
+    for table, key in (("sources", "source_id"), ("components", "component_id")):
+        got = lsdb.open_catalog(run / "results" / "hats" / table).compute()
+        want = pd.read_parquet(run / "results" / "survey" / table)
+        assert sorted(got[key]) == sorted(want[key]) and len(got) == len(want)
+    truth = pd.read_parquet(run / "results" / "simulated" / TILES[0] / "truth_sources.parquet")
+    bright = truth[(truth.morphology == "compact") & truth.in_footprint & (truth.flux_int > 0.5)]
+    left = lsdb.from_dataframe(bright[["source_id", "ra", "dec", "flux_int"]], ra_column="ra", dec_column="dec",
+                               margin_threshold=None)
+    sources = lsdb.open_catalog(run / "results" / "hats" / "sources")
+    matched = left.crossmatch(sources, radius_arcsec=5.0, n_neighbors=1, suffixes=("_truth", ""),
+                              suffix_method="overlapping_columns").compute()
+    # the same pairs as astropy's nearest-neighbour match of the survey dataset
+    from astropy.coordinates import SkyCoord
+
+    catalogue = pd.read_parquet(run / "results" / "survey" / "sources")
+    idx, sep, _ = SkyCoord(bright.ra, bright.dec, unit="deg").match_to_catalog_sky(
+        SkyCoord(catalogue.ra, catalogue.dec, unit="deg"))
+    near = sep.arcsec <= 5.0
+    want = set(zip(bright.source_id[near], catalogue.source_id.iloc[idx[near]]))
+    assert set(zip(matched.source_id_truth, matched.source_id)) == want
+    assert len(bright) > 50 and len(want) >= 0.9 * len(bright)
+    assert (matched.tile_id == TILES[0]).all() and np.median(matched["_dist_arcsec"]) < 1.0
 
 
 def test_held_out_tile_meets_the_extraction_goals(run):
