@@ -30,7 +30,7 @@ def _tile_table(tile_id, ra0, dec0, n, rng):
     """
     cells = rng.choice(72 * 72, size=n, replace=False)
     offset = (np.column_stack([cells % 72, cells // 72]) - 35.5) * 60.0 + rng.uniform(-10, 10, (n, 2))
-    ra = ra0 + offset[:, 0] / 3600.0 / np.cos(np.radians(dec0))
+    ra = np.mod(ra0 + offset[:, 0] / 3600.0 / np.cos(np.radians(dec0)), 360.0)
     dec = dec0 + offset[:, 1] / 3600.0
     bbox = pa.array([None if i % 3 == 0 else i for i in range(n)], type=pa.int32())
     morph = pa.array([None if i % 3 == 0 else "1C_1P" for i in range(n)], type=pa.string())
@@ -49,9 +49,7 @@ def survey(tmp_path_factory):
     for tile_id, ra0, dec0, n in (("T_2154-55", 328.5, -55.0, 400), ("T_0130+02", 22.5, 2.5, 300),
                                   ("T_0000-30", 0.2, -30.0, 300)):
         paths.append(folder / f"{tile_id}.parquet")
-        table = _tile_table(tile_id, ra0, dec0, n, rng)
-        table = table.set_column(2, "ra", pa.array(np.mod(table["ra"].to_numpy(), 360.0)))
-        pq.write_table(table, paths[-1])
+        pq.write_table(_tile_table(tile_id, ra0, dec0, n, rng), paths[-1])
     summary = build_hats_catalogue(paths, folder / "sources", table="sources", margin_arcsec=20.0,
                                    partition_rows=150)
     return paths, folder / "sources", summary
