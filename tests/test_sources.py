@@ -211,6 +211,21 @@ def test_ir_host_is_the_mask_weighted_ir_maximum():
     assert S.ir_host(ir, soft, soft > 0.5, radio=radio)[:2] == pytest.approx((36, 26), abs=0.2)
 
 
+def test_ir_host_is_the_peak_of_a_bright_host_off_the_radio_centroid():
+    """
+    A bright host's clipped significance is a plateau: the host moves from the plateau pixel nearest
+    a radio centroid 5 arcsec off (4.1 arcsec from the host) to within 3 arcsec of the IR peak.
+    """
+    sigma = 6.1 / 2.3548 / 2.0  # WISE W1 PSF on a 2 arcsec grid
+    yy, xx = np.mgrid[:64, :64]
+    ir = (100.0 + 150.0 * np.exp(-((xx - 34.4) ** 2 + (yy - 30.7) ** 2) / (2 * sigma**2))).astype(np.float32)
+    ir += np.random.default_rng(3).normal(0.0, 1.0, ir.shape).astype(np.float32)
+    radio = np.exp(-((xx - 32.0) ** 2 + (yy - 30.0) ** 2) / (2 * 3.0**2)).astype(np.float32)  # 2.5 px (5") away
+    binary = radio > 0.1  # a 26 arcsec wide mask, as the detector draws around a compact source
+    x, y, score = S.ir_host(S.ir_matched_filter(ir, sigma), 0.9 * binary, binary, radio=radio)
+    assert np.hypot(x - 34.4, y - 30.7) <= 1.5 and score == 1.0  # 1.28 px; 2.06 px without refinement
+
+
 def test_matched_filter_finds_hosts_fainter_than_a_pixel_noise():
     """A PSF-sized host of peak S/N 2 per pixel: found within 1 px through the PSF, rarely without."""
     sigma = 6.1 / 2.3548 / 2.0  # WISE W1 PSF on a 2 arcsec grid: 1.3 px

@@ -205,6 +205,12 @@ def ir_host(ir, soft, binary, *, background=None, radio=None):
     yy, xx = np.nonzero(peaks)
     far = (xx - x) ** 2 + (yy - y) ** 2 > HOST_PEAK_SEPARATION**2
     p2 = float(w[yy[far], xx[far]].max()) if far.any() else 0.0
+    # the clip makes a bright object a plateau, whose weighted maximum is the plateau pixel nearest
+    # the radio centroid. Near the winner, the host is the maximum of the unclipped significance
+    # times the weight and the prior once more: the peak of an isolated object, and for objects
+    # the PSF blends, the one nearest the radio centroid.
+    near = (gx - bx0 - x) ** 2 + (gy - by0 - y) ** 2 <= HOST_PEAK_SEPARATION**2
+    y, x = divmod(int(np.argmax(np.where(near, np.maximum(signal, 0.0) * weight * prior, -1.0))), w.shape[1])
     y0, y1, x0, x1 = max(y - 1, 0), min(y + 2, w.shape[0]), max(x - 1, 0), min(x + 2, w.shape[1])
     patch = np.maximum(signal[y0:y1, x0:x1], 0)
     py, px = np.mgrid[y0:y1, x0:x1]
