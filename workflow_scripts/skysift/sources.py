@@ -141,7 +141,9 @@ def ir_host(ir, soft, binary, *, background=None, radio=None):
     least 2 pixels). The infrared enters as its significance, counted from `HOST_MIN_SNR` and
     clipped at `HOST_CLIP_SNR`: every clearly detected object counts the same, and the weight
     decides which one hosts the source (a bright star at the edge of a large mask does not beat
-    a faint galaxy at its centre).
+    a faint galaxy at its centre). The clip makes a bright object a plateau, so the position is
+    then refined within ``HOST_PEAK_SEPARATION`` pixels of the winner, on the unclipped
+    significance times the weight and the prior once more.
 
     Pass the infrared through `ir_matched_filter` first (``infer_shard`` does, with the PSF of
     ``detection.host_ir_psf_fwhm``) to find hosts fainter than a pixel's noise.
