@@ -100,6 +100,10 @@ def test_a_perfect_detector_scores_one_and_beats_sep_islands(tmp_path, scheme):
     assert out["n_association_truth_sources"] > 0
     assert (tmp_path / "detections.png").stat().st_size > 0
     assert set(out["box_ap50_per_class"]) == set(names)
+    # the oracle's boxes are the truth's: complete at every S/N; SEP's 5-sigma islands are smaller
+    oracle = [b for b in saved["completeness_by_snr"] if b["n"]]
+    assert oracle and all(b["completeness"] > 0.95 for b in oracle)
+    assert sum(b["found"] for b in saved["baseline_completeness_by_snr"]) < sum(b["found"] for b in oracle)
 
 
 def test_class_hypotheses_score_the_runner_up_class_a_top1_list_misses():
@@ -128,3 +132,23 @@ def test_class_hypotheses_score_the_runner_up_class_a_top1_list_misses():
     assert ap_hyp["1C_1P"] == pytest.approx(ap_top1["1C_1P"])
     # below min_prob no hypothesis, but the top class always stays
     assert [h["category_id"] for h in class_hypotheses(top1, probs, 0.95)] == [1, 1]
+
+
+def test_completeness_by_snr_by_hand():
+    from skysift.detection.evaluate import completeness_by_snr
+
+    def gt(image_id, x, snr, crowd=0):
+        return {"image_id": image_id, "bbox": [x, 0, 10, 10], "iscrowd": crowd, "snr": snr}
+
+    truth = [gt(0, 0, 5.5), gt(0, 30, 5.8), gt(0, 60, 12.0), gt(0, 90, 4.0, crowd=1), gt(1, 0, 5.2)]
+    dets = [{"image_id": 0, "bbox": [1, 0, 10, 10]},  # IoU 0.82 with the first: found
+            {"image_id": 0, "bbox": [30, 5, 10, 10]},  # IoU 0.33 with the second: not found
+            {"image_id": 0, "bbox": [90, 0, 10, 10]},  # on the ignore region: counts for nothing
+            {"image_id": 1, "bbox": [60, 0, 10, 10]}]  # where the S/N 12 source is, but on another image
+    bins = completeness_by_snr(truth, dets, edges=(5.0, 6.0, 10.0, np.inf))
+    assert [(b["snr_min"], b["snr_max"], b["n"], b["found"]) for b in bins] == [
+        (5.0, 6.0, 3, 1), (6.0, 10.0, 0, 0), (10.0, None, 1, 0)]
+    assert bins[0]["completeness"] == pytest.approx(1 / 3) and np.isnan(bins[1]["completeness"])
+    assert bins[2]["completeness"] == 0.0
+    # the first source's own box finds it; a detection twice its size does not (IoU 0.25)
+    assert completeness_by_snr(truth[:1], [{"image_id": 0, "bbox": [0, 0, 20, 20]}], edges=(5, 6))[0]["found"] == 0

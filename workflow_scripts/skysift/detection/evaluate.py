@@ -17,6 +17,9 @@ neither rewarded nor punished). Scored, with pycocotools at IoU 0.5:
   `skysift.extract.detect_objects` on the whole tile, score = peak S/N, class from the number
   of deblended objects: ``1C_{n}P`` / ``R`` for one object, ``FR-II`` for more).
 
+Completeness by S/N (`completeness_by_snr`, detector and baseline): the fraction of the scored
+truth sources that some detection's box overlaps at IoU 0.5, in bins of their peak S/N.
+
 Association of SEP components with sources: each catalogued component gets the truth source
 whose 3-sigma mask holds its position (the smallest when masks overlap). Completeness is the
 fraction of truth sources with >= 2 such components whose components all share one catalogue
@@ -42,10 +45,12 @@ from ..masks import decode_mask
 from .cocoeval import coco_average_precision
 from .labels import SCHEMES, _source_peak_snr, truth_categories
 
-__all__ = ["GOALS", "truth_ground_truth", "class_hypotheses", "sep_island_baseline", "component_truth",
-           "association_scores", "host_scores", "evaluate_detection_tiles"]
+__all__ = ["GOALS", "SNR_EDGES", "truth_ground_truth", "class_hypotheses", "sep_island_baseline", "component_truth",
+           "completeness_by_snr", "association_scores", "host_scores", "evaluate_detection_tiles"]
 
 log = logging.getLogger(__name__)
+
+SNR_EDGES = (5.0, 6.0, 7.0, 8.0, 10.0, 15.0, np.inf)
 
 GOALS = {"box_map50": 0.90, "mask_map50": 0.80, "host_within_3arcsec": 0.95, "association_completeness": 0.95,
          "association_purity": 0.95}
@@ -129,7 +134,8 @@ def truth_ground_truth(truth_sources, truth_components, scheme, shape, image_id,
     Returns
     -------
     list of dict
-        ``image_id``, ``category_id``, ``bbox``, ``segmentation``, ``area``, ``iscrowd``.
+        ``image_id``, ``category_id``, ``bbox``, ``segmentation``, ``area``, ``iscrowd``, ``snr``
+        (peak S/N of the brightest component).
     """
     names = SCHEMES[scheme]
     snr = _source_peak_snr(truth_sources, truth_components)
@@ -154,7 +160,7 @@ def truth_ground_truth(truth_sources, truth_components, scheme, shape, image_id,
         crowd = int(s < min_snr or cat not in names or visible < min_visible)
         out.append({"image_id": image_id, "category_id": names.index(cat) + 1 if cat in names else 1,
                     "bbox": [x0, y0, m.shape[1], m.shape[0]], "area": float(m.sum()), "iscrowd": crowd,
-                    "segmentation": _tile_rle(x0, y0, m, shape)})
+                    "segmentation": _tile_rle(x0, y0, m, shape), "snr": float(s)})
     return out
 
 
@@ -362,6 +368,54 @@ def _plot_pr(ap, baseline, png_path, title):
     os.replace(tmp, png_path)
 
 
+def completeness_by_snr(gt, detections, *, edges=SNR_EDGES, iou_threshold=0.5):
+    """
+    The survey's completeness curve: the fraction of truth sources found, by their peak S/N.
+
+    A truth source (ignore regions excepted) is found when the box of any detection on its
+    image overlaps its box at IoU >= ``iou_threshold``, whatever either's class and at any
+    score: recall at the detector's lowest score, as a function of how bright the source is.
+
+    Parameters
+    ----------
+    gt : list of dict
+        `truth_ground_truth` records: ``image_id``, ``bbox`` ``[x, y, w, h]`` (pixels),
+        ``iscrowd``, ``snr``.
+    detections : list of dict
+        COCO results: ``image_id``, ``bbox``.
+    edges : sequence of float
+        Bin edges in peak S/N; the last bin is open when its upper edge is infinite.
+    iou_threshold : float
+
+    Returns
+    -------
+    list of dict
+        Per bin: ``snr_min``, ``snr_max`` (None: open), ``n`` truth sources, ``found`` and
+        ``completeness`` (NaN for an empty bin).
+    """
+    from pycocotools import mask as mask_utils
+
+    truth = [g for g in gt if not g["iscrowd"]]
+    snr = np.array([g["snr"] for g in truth], dtype=float)
+    found = np.zeros(len(truth), dtype=bool)
+    boxes = {}
+    for d in detections:
+        boxes.setdefault(d["image_id"], []).append(d["bbox"])
+    for image_id, dets in boxes.items():
+        k = np.array([i for i, g in enumerate(truth) if g["image_id"] == image_id], dtype=int)
+        if k.size:
+            iou = mask_utils.iou(np.asarray(dets, dtype=float), np.array([truth[i]["bbox"] for i in k], dtype=float),
+                                 np.zeros(k.size, dtype=np.uint8))
+            found[k] = (np.asarray(iou) >= iou_threshold).any(axis=0)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (snr >= lo) & (snr < hi)
+        n = int(sel.sum())
+        out.append({"snr_min": float(lo), "snr_max": float(hi) if np.isfinite(hi) else None, "n": n,
+                    "found": int(found[sel].sum()), "completeness": float(found[sel].mean()) if n else float("nan")})
+    return out
+
+
 def _one_class(records):
     """COCO records with every class made category 1 (class-agnostic scoring)."""
     return [dict(r, category_id=1) for r in records]
@@ -384,7 +438,8 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
         catalogue's single class as ``box_map50_top1``, ``mask_map50_top1``, ``host_within_3arcsec``,
         ``association_completeness``, ``association_purity``, ``baseline_box_map50``, per-class
         values, the class-agnostic ``agnostic_box_map50`` and ``baseline_agnostic_box_map50``
-        (every class as one: finding sources), goals) and the precision-recall curves.
+        (every class as one: finding sources), ``completeness_by_snr`` and
+        ``baseline_completeness_by_snr``, goals) and the precision-recall curves.
     extract_settings : dict, optional
         Settings of the SEP baseline (the extract configuration).
     min_snr : float
@@ -460,6 +515,8 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
         "baseline_mask_map50": ap_base["segm"]["map50"],
         "box_map": ap["bbox"]["map"], "mask_map": ap["segm"]["map"],
         "agnostic_box_map50": agn["bbox"]["map50"], "baseline_agnostic_box_map50": agn_base["bbox"]["map50"],
+        "completeness_by_snr": completeness_by_snr(gt, dets),
+        "baseline_completeness_by_snr": completeness_by_snr(gt, base),
         "box_ap50_per_class": ap["bbox"]["ap50_per_class"], "mask_ap50_per_class": ap["segm"]["ap50_per_class"],
         "baseline_box_ap50_per_class": ap_base["bbox"]["ap50_per_class"],
         "box_ap50_per_class_top1": ap_top1["bbox"]["ap50_per_class"], "min_prob": min_prob,
