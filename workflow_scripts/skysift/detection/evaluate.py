@@ -343,13 +343,13 @@ def host_scores(sources, truth_sources, truth_labels, snr, *, min_snr=5.0, radiu
             "median_offset_arcsec": float(np.median(sep[np.isfinite(sep)])) if np.isfinite(sep).any() else float("nan")}
 
 
-def _plot_pr(ap, baseline, png_path, title):
+def _plot_pr(ap, baseline, completeness, baseline_completeness, png_path, title):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), constrained_layout=True)
     for ax, kind in zip(axes, ("bbox", "segm")):
         for j, (name, pr) in enumerate(ap[kind]["pr50"].items()):
             ax.plot(pr["recall"], pr["precision"], "-", color=f"C{j}",
@@ -361,6 +361,14 @@ def _plot_pr(ap, baseline, png_path, title):
                title=f"{'boxes' if kind == 'bbox' else 'masks'}: mAP50 {ap[kind]['map50']:.3f} "
                      f"(SEP islands, dotted: {baseline[kind]['map50']:.3f})")
         ax.legend(fontsize=7, loc="lower left")
+    ax = axes[2]
+    for bins, style, label in ((completeness, "o-", "detector"), (baseline_completeness, "s:", "SEP islands")):
+        lo = np.array([b["snr_min"] for b in bins])
+        hi = np.array([b["snr_max"] if b["snr_max"] is not None else 2 * b["snr_min"] for b in bins])
+        ax.plot(np.sqrt(lo * hi), [b["completeness"] for b in bins], style, color="k", label=label)
+    ax.set(xscale="log", xlabel="peak S/N of the truth source", ylabel="found (box IoU >= 0.5)", ylim=(0, 1.02),
+           title="completeness by S/N (last bin open)")
+    ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title)
     tmp = Path(png_path).with_name(Path(png_path).name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -536,7 +544,7 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
               "baseline_agnostic_box_map50", "host_within_3arcsec",
               "association_completeness", "association_purity"):
         log.info("%s = %.4f", k, result[k])
-    _plot_pr(ap, ap_base, png_path, f"{len(tiles)} held-out tile(s): " + ", ".join(per_tile))
+    _plot_pr(ap, ap_base, result["completeness_by_snr"], result["baseline_completeness_by_snr"], png_path, f"{len(tiles)} held-out tile(s): " + ", ".join(per_tile))
     tmp = Path(json_path).with_name(Path(json_path).name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
     os.replace(tmp, json_path)
