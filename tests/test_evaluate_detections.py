@@ -135,7 +135,7 @@ def test_class_hypotheses_score_the_runner_up_class_a_top1_list_misses():
 
 
 def test_completeness_by_snr_by_hand():
-    from skysift.detection.evaluate import completeness_by_snr
+    from skysift.detection.evaluate import completeness_by_snr, completeness_edges
 
     def gt(image_id, x, snr, crowd=0):
         return {"image_id": image_id, "bbox": [x, 0, 10, 10], "iscrowd": crowd, "snr": snr}
@@ -150,5 +150,9 @@ def test_completeness_by_snr_by_hand():
         (5.0, 6.0, 3, 1), (6.0, 10.0, 0, 0), (10.0, None, 1, 0)]
     assert bins[0]["completeness"] == pytest.approx(1 / 3) and np.isnan(bins[1]["completeness"])
     assert bins[2]["completeness"] == 0.0
+    # the bins start where scoring does (evaluation.min_snr)
+    assert completeness_edges(5.0) == (5.0, 6.0, 7.0, 8.0, 10.0, 15.0, np.inf)
+    assert completeness_edges(3.0) == (3.0, 5.0, 6.0, 7.0, 8.0, 10.0, 15.0, np.inf)
+    assert completeness_edges(6.5) == (6.5, 7.0, 8.0, 10.0, 15.0, np.inf)
     # the first source's own box finds it; a detection twice its size does not (IoU 0.25)
     assert completeness_by_snr(truth[:1], [{"image_id": 0, "bbox": [0, 0, 20, 20]}], edges=(5, 6))[0]["found"] == 0

@@ -46,7 +46,8 @@ from .cocoeval import coco_average_precision
 from .labels import SCHEMES, _source_peak_snr, truth_categories
 
 __all__ = ["GOALS", "SNR_EDGES", "truth_ground_truth", "class_hypotheses", "sep_island_baseline", "component_truth",
-           "completeness_by_snr", "association_scores", "host_scores", "evaluate_detection_tiles"]
+           "completeness_edges", "completeness_by_snr", "association_scores", "host_scores",
+           "evaluate_detection_tiles"]
 
 log = logging.getLogger(__name__)
 
@@ -376,6 +377,11 @@ def _plot_pr(ap, baseline, completeness, baseline_completeness, png_path, title)
     os.replace(tmp, png_path)
 
 
+def completeness_edges(min_snr, edges=SNR_EDGES):
+    """S/N bin edges starting at ``min_snr`` (where scoring starts): the ``edges`` above it."""
+    return (float(min_snr), *(float(e) for e in edges if e > min_snr))
+
+
 def completeness_by_snr(gt, detections, *, edges=SNR_EDGES, iou_threshold=0.5):
     """
     The survey's completeness curve: the fraction of truth sources found, by their peak S/N.
@@ -508,6 +514,7 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
     one = [{"id": 1, "name": "source"}]
     agn = coco_average_precision(images, _one_class(gt), _one_class(dets), one, iou_types=("bbox",))
     agn_base = coco_average_precision(images, _one_class(gt), _one_class(base), one, iou_types=("bbox",))
+    snr_edges = completeness_edges(min_snr)
     assoc = association_scores(np.concatenate(truth_all) if truth_all else np.zeros(0, int),
                                np.concatenate(source_all) if source_all else np.zeros(0, object))
     n_h = sum(h["n"] for h in hosts_all)
@@ -523,8 +530,8 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
         "baseline_mask_map50": ap_base["segm"]["map50"],
         "box_map": ap["bbox"]["map"], "mask_map": ap["segm"]["map"],
         "agnostic_box_map50": agn["bbox"]["map50"], "baseline_agnostic_box_map50": agn_base["bbox"]["map50"],
-        "completeness_by_snr": completeness_by_snr(gt, dets),
-        "baseline_completeness_by_snr": completeness_by_snr(gt, base),
+        "completeness_by_snr": completeness_by_snr(gt, dets, edges=snr_edges),
+        "baseline_completeness_by_snr": completeness_by_snr(gt, base, edges=snr_edges),
         "box_ap50_per_class": ap["bbox"]["ap50_per_class"], "mask_ap50_per_class": ap["segm"]["ap50_per_class"],
         "baseline_box_ap50_per_class": ap_base["bbox"]["ap50_per_class"],
         "box_ap50_per_class_top1": ap_top1["bbox"]["ap50_per_class"], "min_prob": min_prob,
