@@ -257,6 +257,39 @@ def test_ir_host_between_the_lobes_of_a_double():
     assert np.isnan(S.ir_host(np.full((40, 60), 8.0, np.float32), binary.astype(np.float32), binary)[0])
 
 
+def test_unresolved_source_keeps_its_faint_host_against_a_brighter_neighbour_in_its_mask():
+    """
+    A bright unresolved radio source (beam sigma 3.2 px) draws a 3-sigma mask 19 px wide. Its host
+    sits at the radio position; a galaxy 10 times brighter sits 4 px (8") away, inside the mask.
+    Sized by the mask (sigma 4.75 px) the prior lets the neighbour pull the host more than 3" off;
+    sized by the source deconvolved by the beam (unresolved: the floor, the PSF's 1.3 px) the host
+    is found.
+    A double of two such lobes keeps its host between them: its prior is half its deconvolved size.
+    """
+    psf, beam = 6.1 / 2.3548 / 2.0, 15.0 / 2.3548 / 2.0  # WISE W1 PSF and a 15" beam on a 2" grid
+    yy, xx = np.mgrid[:64, :64]
+
+    def blob(x, y, peak, s):
+        return peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * s**2))
+
+    rng = np.random.default_rng(5)
+    ir = (100.0 + blob(32.2, 31.8, 4.0, psf) + blob(36.2, 31.8, 40.0, psf) + rng.normal(0, 1.0, xx.shape))
+    ir = S.ir_matched_filter(ir.astype(np.float32), psf)
+    radio = blob(32.0, 32.0, 1.0, beam).astype(np.float32)  # peak S/N 300 at a noise of 1/300
+    binary = radio > 3.0 / 300
+    assert np.ptp(np.nonzero(binary.any(axis=0))[0]) + 1 == 19
+    x, y, _ = S.ir_host(ir, radio / radio.max(), binary, radio=radio, beam_sigma=beam, min_prior_sigma=psf)
+    assert np.hypot(x - 32.2, y - 31.8) <= 1.0
+    x, y, _ = S.ir_host(ir, radio / radio.max(), binary, radio=radio)  # the mask's extent sizes the prior
+    assert np.hypot(x - 32.2, y - 31.8) > 1.5  # more than 3" off: pulled onto the neighbour's side
+    # a double: lobes 24 px apart, host between them (where the mask is not)
+    ir = S.ir_matched_filter((100.0 + blob(32.0, 32.0, 8.0, psf) + rng.normal(0, 1.0, xx.shape)).astype(np.float32), psf)
+    radio = (blob(20.0, 32.0, 1.0, beam) + blob(44.0, 32.0, 1.0, beam)).astype(np.float32)
+    binary = radio > 0.3
+    x, y, _ = S.ir_host(ir, binary.astype(np.float32), binary, radio=radio, beam_sigma=beam, min_prior_sigma=psf)
+    assert np.hypot(x - 32.0, y - 32.0) <= 1.0
+
+
 def test_sources_table_reads_in_astropy_with_units_and_nulls(tmp_path):
     """A written sources table, lone components (null class and box) included, in Table.read."""
     import astropy.units as u

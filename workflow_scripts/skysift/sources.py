@@ -129,16 +129,21 @@ def ir_matched_filter(ir, psf_sigma):
     return out
 
 
-def ir_host(ir, soft, binary, *, background=None, radio=None):
+def ir_host(ir, soft, binary, *, background=None, radio=None, beam_sigma=None, min_prior_sigma=1.0):
     """
     Infrared host of one detection: the maximum of the infrared weighted by the source mask.
 
     Following Gupta et al. (2023, Sect. 3.2.3), where an attention map of the radio source
     weights the infrared, the weight here is the detector's soft mask (at least 1/2 over the
     ellipse of the binary mask's second moments at 2 sigma, so a host between the two lobes of
-    a core-less double can be chosen) times a Gaussian centred on the radio centroid of the
-    mask (flux-weighted when ``radio`` is given), of sigma a quarter of the mask's extent (at
-    least 2 pixels). The infrared enters as its significance, counted from `HOST_MIN_SNR` and
+    a core-less double can be chosen) times a Gaussian prior centred on the radio centroid of
+    the mask (flux-weighted when ``radio`` is given). Its sigma is, given ``radio`` and
+    ``beam_sigma``, half the source's deconvolved size (the square root of the largest
+    eigenvalue of the flux-weighted second moments less ``beam_sigma``²), at least
+    ``min_prior_sigma``: an unresolved source's host lies at its radio position, however far
+    its 3-sigma mask reaches, so a brighter neighbour inside the mask does not win; the lobes
+    of a double lie at 2 sigma. Otherwise it is a quarter of the mask's extent (at least 2
+    pixels). The infrared enters as its significance, counted from `HOST_MIN_SNR` and
     clipped at `HOST_CLIP_SNR`: every clearly detected object counts the same, and the weight
     decides which one hosts the source (a bright star at the edge of a large mask does not beat
     a faint galaxy at its centre). The clip makes a bright object a plateau, so the position is
@@ -159,7 +164,12 @@ def ir_host(ir, soft, binary, *, background=None, radio=None):
     background : tuple of float, optional
         `ir_background` of the cutout (computed when omitted; pass it for many detections).
     radio : 2D ndarray, same shape, optional
-        The radio cutout, for the flux-weighted centroid.
+        The radio cutout, for the flux-weighted centroid and size.
+    beam_sigma : float, optional
+        Gaussian sigma of the radio beam's major axis (pixels; `skysift.tileio.gaussian_sigma_pixels`).
+    min_prior_sigma : float
+        Smallest sigma of the prior (pixels): the positional uncertainty of a host (the IR PSF's
+        sigma is the natural choice).
 
     Returns
     -------
@@ -193,6 +203,11 @@ def ir_host(ir, soft, binary, *, background=None, radio=None):
     dx, dy = gx - mx, gy - my
     inside = inv[0, 0] * dx * dx + 2 * inv[0, 1] * dx * dy + inv[1, 1] * dy * dy <= 4.0
     s = max(2.0, 0.25 * extent)
+    if radio is not None and beam_sigma is not None:
+        d = np.vstack([xs - cx, ys - cy])
+        c = (d * w_rad) @ d.T / w_rad.sum()  # flux-weighted second moments (px^2)
+        size = np.sqrt(max(float(np.linalg.eigvalsh(c).max()) - float(beam_sigma) ** 2, 0.0))
+        s = max(float(min_prior_sigma), 0.5 * size)
     prior = np.exp(-((gx - cx) ** 2 + (gy - cy) ** 2) / (2 * s * s))
     weight = np.maximum(np.asarray(soft[by0:by1, bx0:bx1], dtype=np.float32), 0.5 * inside) * prior
     sub = ir[by0:by1, bx0:bx1]

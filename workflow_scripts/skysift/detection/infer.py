@@ -40,6 +40,9 @@ __all__ = ["model_id", "detect_batch", "infer_shard"]
 log = logging.getLogger(__name__)
 
 
+COMPACT_CLASSES = ("1C_1P", "R")  # single-component classes of the schemes: hosts at the radio position
+
+
 def model_id(path, meta=None):
     """
     The model's id: `skysift.detection.train.model_digest` of its weights and settings, as stored
@@ -135,10 +138,13 @@ def _mask_window(box, shape):
     return max(min(ya, ny - 1), 0), max(yb, 1), max(min(xa, nx - 1), 0), max(xb, 1)
 
 
-def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score=0.0, host_psf_sigma=0.0):
+def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score=0.0, host_psf_sigma=0.0,
+          beam_sigma=None):
     """
     DETECTIONS rows of one cutout's detector output, its masks `_windowed` (IR host for scores
-    >= ``host_min_score``, searched in the IR `ir_matched_filter`-ed with ``host_psf_sigma`` px).
+    >= ``host_min_score``, searched in the IR `ir_matched_filter`-ed with ``host_psf_sigma`` px,
+    `ir_host`'s prior sized by the source deconvolved by ``beam_sigma`` px, at least the PSF's
+    sigma or 1 px).
     """
     rows = []
     nan = ~np.isfinite(radio)
@@ -170,7 +176,10 @@ def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score
             binary, soft = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=np.float32)
             binary[my0:my1, mx0:mx1] = crop
             soft[ya:yb, xa:xb] = soft_w
-            hx, hy, hscore = ir_host(ir, soft, binary, background=background, radio=radio)
+            compact = categories[int(out["labels"][j]) - 1] in COMPACT_CLASSES  # an extended one may be a lobe
+            hx, hy, hscore = ir_host(ir, soft, binary, background=background, radio=radio,
+                                     beam_sigma=beam_sigma if compact else None,
+                                     min_prior_sigma=max(1.0, host_psf_sigma))
         b = out["boxes"][j]
         rows.append({
             "detection_id": f"{cutout_id}_d{k:03d}", "cutout_id": cutout_id, "tile_id": tile_id,
@@ -226,7 +235,8 @@ def _windowed(out):
     return {**out, "masks": [(w, out["masks"][j][w[0] : w[1], w[2] : w[3]]) for j, w in enumerate(windows)]}
 
 
-def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories, host_min_score, host_psf_sigma):
+def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories, host_min_score, host_psf_sigma,
+                beam_sigma):
     """
     DETECTIONS rows of the cutouts ``start:start + len(outs)`` of a shard: their unpasted
     `detect_batch` outputs pasted, windowed and turned into `_rows`.
@@ -238,7 +248,7 @@ def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories,
     for j, out in enumerate(outs):
         out = _windowed(paste_masks(out, radio[j].shape))
         rows += _rows(out, radio[j], ir[j], ids[j], tile_id, int(x_min[j]), int(y_min[j]), categories,
-                      host_min_score, host_psf_sigma)
+                      host_min_score, host_psf_sigma, beam_sigma)
     return rows
 
 
@@ -292,6 +302,8 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
         x_min, y_min = f["x_min"][:], f["y_min"][:]
     tile_id = str(attrs["tile_id"])
     host_psf_sigma = gaussian_sigma_pixels(host_ir_psf_fwhm, str(attrs["wcs_header"])) if host_ir_psf_fwhm > 0 else 0.0
+    bmaj = float(attrs.get("bmaj_arcsec", np.nan))  # the host prior's beam; unknown: sized by the mask
+    beam_sigma = gaussian_sigma_pixels(bmaj, str(attrs["wcs_header"])) if np.isfinite(bmaj) else None
     starts = list(range(0, n, batch_size))
     pool = None
     if workers > 0:  # fork: a script run by Snakemake has no __main__ guard; workers never touch CUDA
@@ -311,7 +323,7 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
             outs = detect_batch(model, list(images), dev, amp=amp, paste=False)
             pending.append(run(_rows_range, str(shard_path), b, outs, ids[b : b + batch_size], tile_id,
                                x_min[b : b + batch_size], y_min[b : b + batch_size], categories, host_min_score,
-                               host_psf_sigma))
+                               host_psf_sigma, beam_sigma))
         for fut in pending:
             rows += fut.result()
     finally:
