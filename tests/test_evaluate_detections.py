@@ -96,6 +96,10 @@ def test_a_perfect_detector_scores_one_and_beats_sep_islands(tmp_path, scheme):
     assert out["agnostic_box_map50"] > 0.98
     assert out["baseline_agnostic_box_map50"] < out["agnostic_box_map50"] and out["beats_baseline_agnostic"]
     assert out["host_within_3arcsec"] > 0.95
+    by_morph = out["tiles"]["T1"]["hosts"]["by_morphology"]
+    assert sum(n for _, n in by_morph.values()) == out["n_hosts"]
+    assert sum(k for k, _ in by_morph.values()) == round(out["host_within_3arcsec"] * out["n_hosts"])
+    assert sum(n for m, (_, n) in by_morph.items() if m != "compact") == out["n_hosts_extended"]
     assert out["association_purity"] > 0.9 and out["association_completeness"] > 0.9
     assert out["n_association_truth_sources"] > 0
     assert (tmp_path / "detections.png").stat().st_size > 0

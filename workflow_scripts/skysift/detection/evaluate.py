@@ -310,13 +310,13 @@ def host_scores(sources, truth_sources, truth_labels, snr, *, min_snr=5.0, radiu
     dict
         ``within`` (fraction within ``radius_arcsec``; no host found counts as a miss),
         ``within_extended`` (truth sources that are not compact), ``n``, ``n_extended``,
-        ``median_offset_arcsec``.
+        ``median_offset_arcsec``, ``by_morphology`` (truth morphology: [within, matched]).
     """
     from astropy.coordinates import SkyCoord
 
     det = sources[sources.origin == "detection"]
     empty = {"within": float("nan"), "within_extended": float("nan"), "n": 0, "n_extended": 0,
-             "median_offset_arcsec": float("nan")}
+             "median_offset_arcsec": float("nan"), "by_morphology": {}}
     match = np.full(len(det), -1)
     for i, row in enumerate(det.itertuples(index=False)):
         m = decode_mask(row.mask_rle)
@@ -338,10 +338,13 @@ def host_scores(sources, truth_sources, truth_labels, snr, *, min_snr=5.0, radiu
         sep[found] = SkyCoord(d.host_ra.to_numpy()[found], d.host_dec.to_numpy()[found], unit="deg").separation(
             SkyCoord(truth.host_ra.to_numpy()[found], truth.host_dec.to_numpy()[found], unit="deg")).arcsec
     ext = (truth.morphology != "compact").to_numpy()
+    by_morph = pd.DataFrame({"morphology": truth.morphology.to_numpy(), "within": sep <= radius_arcsec})
+    by_morph = by_morph.groupby("morphology").within.agg(["sum", "size"])
     return {"within": float(np.mean(sep <= radius_arcsec)),
             "within_extended": float(np.mean(sep[ext] <= radius_arcsec)) if ext.any() else float("nan"),
             "n": int(len(d)), "n_extended": int(ext.sum()),
-            "median_offset_arcsec": float(np.median(sep[np.isfinite(sep)])) if np.isfinite(sep).any() else float("nan")}
+            "median_offset_arcsec": float(np.median(sep[np.isfinite(sep)])) if np.isfinite(sep).any() else float("nan"),
+            "by_morphology": {str(m): [int(r["sum"]), int(r["size"])] for m, r in by_morph.iterrows()}}
 
 
 def _plot_pr(ap, baseline, completeness, baseline_completeness, png_path, title):
