@@ -97,6 +97,21 @@ N_SHARDS = config["cutouts"]["n_shards"]
 # The survey as HATS catalogues for LSDB (rules/catalogue.smk)
 HATS = config["hats"]
 
+# Simulated training tiles QSIM_000, QSIM_001, ... (seed 500000 + i, quality.simulated_training_tiles)
+# with the training defect fractions: the image-quality classifiers always learn from them, and
+# training.tiles may name them too, so the detector learns from the same simulated sky.
+QUALITY = config["quality"]
+for _i in range(QUALITY["simulated_training_tiles"]):
+    SIM_TILES.setdefault(
+        f"QSIM_{_i:03d}",
+        {
+            "tile_id": f"QSIM_{_i:03d}",
+            "ra": (7.5 * _i + 3.75) % 360.0,
+            "dec": -40.0,
+            "seed": 500000 + _i,
+        },
+    )
+
 # Learned detection (rules/detect.smk): models learn from simulated training tiles (or labels
 # placed by sky position on the tiles of training.manifest), never from the catalogued tiles.
 DETECTION = config["detection"]
@@ -134,20 +149,8 @@ def get_tile(tile_id):
 
 
 # Image quality (rules/quality.smk): the SOM and the M1/M2/M3 classifiers learn from the quality
-# training tiles, never from the catalogued ones: simulated tiles with truth labels, or, when
-# quality.labels names a CSV, labelled tiles of the manifest. quality.simulated_training_tiles
-# adds simulated tiles QSIM_000, QSIM_001, ... (seed 500000 + i) for that purpose alone.
-QUALITY = config["quality"]
-for _i in range(QUALITY["simulated_training_tiles"]):
-    SIM_TILES.setdefault(
-        f"QSIM_{_i:03d}",
-        {
-            "tile_id": f"QSIM_{_i:03d}",
-            "ra": (7.5 * _i + 3.75) % 360.0,
-            "dec": -40.0,
-            "seed": 500000 + _i,
-        },
-    )
+# training tiles, never from the catalogued ones: simulated tiles with truth labels (the QSIM
+# tiles above among them), or, when quality.labels names a CSV, labelled tiles of the manifest.
 QUALITY_TRAINING_TILES = list(
     dict.fromkeys(
         (QUALITY["training_tiles"] or config["training"]["tiles"])
@@ -177,8 +180,18 @@ def get_tile_ir(wildcards):
     return {"ir": ir} if ir else {}
 
 
+def canonical(value):
+    """Dicts with their keys sorted, recursively: a rule's params then compare equal however a
+    YAML file ordered the keys, and reordering them reruns nothing."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def get_sim_tile(wildcards):
-    return SIM_TILES[wildcards.sim_tile]
+    return canonical(SIM_TILES[wildcards.sim_tile])
 
 
 def get_sim_outputs_ir():
@@ -364,10 +377,12 @@ def get_sim_defects(wildcards):
     """Defect settings of a simulated tile: held-out (catalogued) tiles get their own mix."""
     d = config["simulation"]["defects"]
     held_out = wildcards.sim_tile in TILES
-    return {
-        "fractions": d["held_out_fractions" if held_out else "training_fractions"],
-        "mixed_fraction": d["mixed_fraction"],
-    }
+    return canonical(
+        {
+            "fractions": d["held_out_fractions" if held_out else "training_fractions"],
+            "mixed_fraction": d["mixed_fraction"],
+        }
+    )
 
 
 def get_sim_tile_mem_mb(wildcards, attempt):

@@ -21,7 +21,7 @@ rule simulate_survey:
         mem_mb=4000,
         runtime=30,
     params:
-        settings=SIM_SETTINGS,
+        settings=canonical(SIM_SETTINGS),
         tile=get_sim_tile,
         defects=get_sim_defects,
         region_size=lookup(dpath="quality/region_size", within=config),

@@ -265,6 +265,38 @@ def test_a_changed_setting_reruns_only_the_rules_that_read_it(run, override, rer
     assert reruns <= set(counts) and not kept & set(counts), counts
 
 
+def test_reordered_config_keys_rerun_nothing(run):
+    """The same simulated tiles and settings written with their keys in another order (as a
+    YAML dump sorts them) are the same params: nothing is simulated again."""
+    test_config = yaml.safe_load(TEST_CONFIG.read_text())
+    tiles = [dict(reversed(list(t.items()))) for t in test_config["simulation"]["tiles"]]
+    fractions = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["simulation"]["defects"]
+    fractions = {k: dict(reversed(list(v.items()))) if isinstance(v, dict) else v for k, v in fractions.items()}
+    cfg = run / "reordered.yaml"
+    cfg.write_text(yaml.safe_dump({"simulation": {"tiles": tiles, "defects": fractions}}, sort_keys=False))
+    proc = snakemake(run, "-n", configfiles=[run / "tiles.yaml", cfg])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr, job_counts(proc.stdout)
+
+
+def test_detector_may_learn_from_the_simulated_quality_tiles(run):
+    """training.tiles may name the QSIM tiles of quality.simulated_training_tiles (one simulated
+    sky for both models); a QSIM tile beyond their number is refused by name."""
+    cfg = run / "qsim.yaml"
+    cfg.write_text(yaml.safe_dump({"quality": {"simulated_training_tiles": 2},
+                                   "training": {"tiles": ["SIM_2057-50", "QSIM_000", "QSIM_001"]}}))
+    proc = snakemake(run, "-n", configfiles=[run / "tiles.yaml", cfg])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout)
+    assert counts.get("simulate_survey") == 2 and counts.get("build_training_set") == 2, counts
+    assert counts.get("train_detector") == 1 and counts.get("train_quality") == 1, counts
+    cfg.write_text(yaml.safe_dump({"quality": {"simulated_training_tiles": 2},
+                                   "training": {"tiles": ["SIM_2057-50", "QSIM_002"]}}))
+    proc = snakemake(run, "-n", configfiles=[run / "tiles.yaml", cfg])
+    assert proc.returncode != 0
+    assert "unknown ['QSIM_002']" in proc.stdout + proc.stderr
+
+
 def test_same_inputs_give_the_same_catalogue(run):
     paths = [run / "results" / "catalogue" / t / f"{n}.parquet" for t in TILES for n in ("sources", "components")]
     before = [table_digest(p) for p in paths]
