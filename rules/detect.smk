@@ -105,6 +105,7 @@ rule infer_shard:
         amp=lookup(dpath="training/amp", within=config),
         host_min_score=lookup(dpath="detection/source_min_score", within=config),
         host_ir_psf_fwhm=lookup(dpath="detection/host_ir_psf_fwhm", within=config),
+        recount_peaks=lookup(dpath="detection/recount_peaks", within=config),
         workers=lookup(dpath="detection/workers", within=config),
     script:
         "../workflow_scripts/infer_shard.py"

@@ -22,6 +22,7 @@ from skysift import simulate as sim
 from skysift.columns import DETECTIONS
 from skysift.cutouts import write_shards
 from skysift.detection import labels, model as M
+from skysift.detection.peaks import peak_class_probs
 from skysift.detection.train import (TrainSettings, augment, load_model_file, model_file_content, settings_digest,
                                      train)
 from skysift.masks import decode_mask
@@ -250,6 +251,18 @@ def test_infer_shard_writes_the_detection_contract(survey, tmp_path):
         assert m.sum() == row.mask_npix > 0
     with h5py.File(shard) as f:
         assert f.attrs["has_ir"]
+    # the peak recount: each component count's probability goes to the class of the counted peaks
+    rgz = list(labels.SCHEMES["rgz"])
+    assert meta[b"recount_peaks"] == b"true" and (det.n_peaks >= 0).all()
+    for row in det.itertuples():
+        assert np.allclose(row.class_probs, peak_class_probs(row.model_probs, rgz, row.n_peaks))
+        assert row.morph_class == rgz[int(np.argmax(row.class_probs))] and np.isclose(row.score, max(row.class_probs))
+    raw = infer_shard(shard, tmp_path / "model.pt", tmp_path / "raw.parquet", batch_size=4, device="cpu",
+                      recount_peaks=False)
+    raw = pd.read_parquet(tmp_path / "raw.parquet")
+    assert raw.n_peaks.equals(det.n_peaks) and all(np.array_equal(a, b) for a, b in zip(raw.class_probs, raw.model_probs))
+    same = ["detection_id", "tile_box_x_min", "mask_rle", "model_probs"]
+    assert raw[same].equals(det[same]) and not raw.morph_class.equals(det.morph_class)
 
     # worker processes and the host gate change where the work happens, never the rows
     pool = infer_shard(shard, tmp_path / "model.pt", tmp_path / "det2.parquet", batch_size=4, device="cpu", workers=2)

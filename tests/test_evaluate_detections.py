@@ -91,6 +91,11 @@ def test_a_perfect_detector_scores_one_and_beats_sep_islands(tmp_path, scheme):
                 "baseline_box_map50"):
         assert key in saved and saved[key] == pytest.approx(out[key], nan_ok=True)
     assert out["box_map50"] > 0.98 and out["mask_map50"] > 0.98
+    tile = out["tiles"]["T1"]  # one tile: its own figures are the survey's
+    assert (tile["box_map50"], tile["mask_map50"], tile["baseline_box_map50"]) == pytest.approx(
+        (out["box_map50"], out["mask_map50"], out["baseline_box_map50"]))
+    # the oracle's probabilities are the model's (no recount), so both conventions agree
+    assert out["box_map50_model_probs"] == pytest.approx(out["box_map50"])
     assert out["baseline_box_map50"] < out["box_map50"] and out["beats_baseline"]
     # class-agnostic: the oracle finds every source; SEP islands merge blends and split lobes
     assert out["agnostic_box_map50"] > 0.98

@@ -113,7 +113,7 @@ def ceiling_tile(tile_dir, work, *, scheme, score, host_ir_psf_fwhm, settings):
                 radio, ir = f["radio"][j], f["ir"][j]
                 x0, y0 = int(f["x_min"][j]), int(f["y_min"][j])
                 out = oracle_output(masks, labels, scores, len(names), x0, y0, radio.shape[0], np.isfinite(radio))
-                rows += _rows(out, radio, ir, cid, tile_id, x0, y0, names, 0.0, sigma, beam)
+                rows += _rows(out, radio, ir, cid, tile_id, x0, y0, names, 0.0, sigma, beam, recount_peaks=True)
         meta = {"tile_id": tile_id, "model_id": "truth-masks", "categories": json.dumps(names),
                 "wcs_header": str(attrs["wcs_header"])}
     det_path = work / f"{tile_id}-detections.parquet"

@@ -246,7 +246,11 @@ DETECTIONS = [
     _c("tile_box_y_max", F32, "pix", "Box upper edge in tile pixels"),
     _c("morph_class", STR, "", "Most probable morphology class"),
     _c("score", F32, "", "Probability of morph_class"),
-    _c("class_probs", pa.list_(F32), "", "Probability of every class, in the order of the 'categories' file metadata"),
+    _c("class_probs", pa.list_(F32), "", "Probability of every class, in the order of the 'categories' file metadata "
+       "(after the peak recount when the 'recount_peaks' file metadata is true)"),
+    _c("model_probs", pa.list_(F32), "", "The detector's own class probabilities, before the peak recount"),
+    _c("n_peaks", I32, "", "Radio peaks in the mask: local maxima above 4 sigma, half a beam apart, dipping 0.5 sigma "
+       "towards every brighter one (-1: beam or noise unknown)"),
     _c("mask_x_min", I32, "pix", "Tile x pixel of the first column of mask_rle"),
     _c("mask_y_min", I32, "pix", "Tile y pixel of the first row of mask_rle"),
     _c("mask_rle", STR, "", "COCO compressed RLE (JSON) of the binary mask (soft mask >= 0.5) within its own bbox"),

@@ -12,7 +12,9 @@ neither rewarded nor punished). Scored, with pycocotools at IoU 0.5:
   once per class whose probability reaches ``min_prob``, scored by that probability
   (`class_hypotheses`): pycocotools' convention for a detector with class probabilities, as
   torchvision's Mask R-CNN and CLARAN (Wu et al. 2019, Sect. 5.2: each class's list ranked by
-  its P-values) are scored. ``*_top1`` keys score the catalogue's single class per source;
+  its P-values) are scored. ``*_top1`` keys score the catalogue's single class per source,
+  ``*_model_probs`` keys the detector's own probabilities, before infer_shard's peak recount
+  (`skysift.detection.peaks`);
 - the baseline: SEP islands as boxes and masks (the connected 5-sigma pixels of
   `skysift.extract.detect_objects` on the whole tile, score = peak S/N, class from the number
   of deblended objects: ``1C_{n}P`` / ``R`` for one object, ``FR-II`` for more).
@@ -433,6 +435,17 @@ def completeness_by_snr(gt, detections, *, edges=SNR_EDGES, iou_threshold=0.5):
     return out
 
 
+def _tile_map50(image, gt, hyps, base, categories):
+    """Box/mask mAP50 of the detector (class hypotheses) and box mAP50 of the baseline on one tile."""
+    def mine(records):
+        return [r for r in records if r["image_id"] == image["id"]]
+
+    ap = coco_average_precision([image], mine(gt), mine(hyps), categories)
+    ap_base = coco_average_precision([image], mine(gt), mine(base), categories, iou_types=("bbox",))
+    return {"box_map50": ap["bbox"]["map50"], "mask_map50": ap["segm"]["map50"],
+            "baseline_box_map50": ap_base["bbox"]["map50"], "n_truth_per_class": ap["bbox"]["n_gt_per_class"]}
+
+
 def _one_class(records):
     """COCO records with every class made category 1 (class-agnostic scoring)."""
     return [dict(r, category_id=1) for r in records]
@@ -452,11 +465,14 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
     scheme : {'rgz', 'fr'}
     json_path, png_path : str
         Outputs: the figures (``box_map50``, ``mask_map50`` with every class hypothesis, the
-        catalogue's single class as ``box_map50_top1``, ``mask_map50_top1``, ``host_within_3arcsec``,
+        catalogue's single class as ``box_map50_top1``, ``mask_map50_top1``, the detector's own
+        probabilities before the peak recount as ``box_map50_model_probs``, ``mask_map50_model_probs``,
+        ``host_within_3arcsec``,
         ``association_completeness``, ``association_purity``, ``baseline_box_map50``, per-class
         values, the class-agnostic ``agnostic_box_map50`` and ``baseline_agnostic_box_map50``
         (every class as one: finding sources), ``completeness_by_snr`` and
-        ``baseline_completeness_by_snr``, goals) and the precision-recall curves.
+        ``baseline_completeness_by_snr``, goals, and under ``tiles`` each tile's own
+        ``box_map50``, ``mask_map50``, ``baseline_box_map50``) and the precision-recall curves.
     extract_settings : dict, optional
         Settings of the SEP baseline (the extract configuration).
     min_snr : float
@@ -476,7 +492,7 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
 
     names = list(SCHEMES[scheme])
     categories = [{"id": k + 1, "name": n} for k, n in enumerate(names)]
-    images, gt, dets, hyps, base = [], [], [], [], []
+    images, gt, dets, hyps, model_hyps, base = [], [], [], [], [], []
     per_tile, truth_all, source_all, hosts_all = {}, [], [], []
     model_ids = set()
     for image_id, t in enumerate(tiles):
@@ -496,6 +512,7 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
         results = _detector_results(kept, masks, names, shape, image_id)
         dets += results
         hyps += class_hypotheses(results, kept.class_probs, min_prob)
+        model_hyps += class_hypotheses(results, kept.model_probs, min_prob)
         base += sep_island_baseline(t["radio"], extract_settings or {}, scheme, image_id)
         labels = _label_map(truth, shape)
         comps = pd.read_parquet(t["components"])
@@ -508,9 +525,12 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
         truth_all.append(np.where(comp_truth > 0, comp_truth + 1_000_000 * (image_id + 1), 0))
         source_all.append(comps.source_id.to_numpy())
         hosts_all.append(hosts)
-    for d in dets + hyps:
+    for d in dets + hyps + model_hyps:
         d.pop("_mask_box", None)
     ap = coco_average_precision(images, gt, hyps, categories)
+    ap_model = coco_average_precision(images, gt, model_hyps, categories)
+    for image, tile_scores in zip(images, per_tile.values()):  # each tile's own figures
+        tile_scores.update(_tile_map50(image, gt, hyps, base, categories))
     ap_top1 = coco_average_precision(images, gt, dets, categories)
     ap_base = coco_average_precision(images, gt, base, categories)
     # finding sources, whatever their class: every class as one
@@ -532,6 +552,8 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
         "association_purity": assoc["purity"], "baseline_box_map50": ap_base["bbox"]["map50"],
         "baseline_mask_map50": ap_base["segm"]["map50"],
         "box_map": ap["bbox"]["map"], "mask_map": ap["segm"]["map"],
+        "box_map50_model_probs": ap_model["bbox"]["map50"], "mask_map50_model_probs": ap_model["segm"]["map50"],
+        "box_ap50_per_class_model_probs": ap_model["bbox"]["ap50_per_class"],
         "agnostic_box_map50": agn["bbox"]["map50"], "baseline_agnostic_box_map50": agn_base["bbox"]["map50"],
         "completeness_by_snr": completeness_by_snr(gt, dets, edges=snr_edges),
         "baseline_completeness_by_snr": completeness_by_snr(gt, base, edges=snr_edges),
@@ -549,7 +571,7 @@ def evaluate_detection_tiles(tiles, *, scheme, json_path, png_path, extract_sett
     result["beats_baseline"] = bool(result["box_map50"] > result["baseline_box_map50"])
     result["beats_baseline_top1"] = bool(result["box_map50_top1"] > result["baseline_box_map50"])
     result["beats_baseline_agnostic"] = bool(result["agnostic_box_map50"] > result["baseline_agnostic_box_map50"])
-    for k in ("box_map50", "mask_map50", "box_map50_top1", "mask_map50_top1", "baseline_box_map50",
+    for k in ("box_map50", "mask_map50", "box_map50_top1", "mask_map50_top1", "box_map50_model_probs", "baseline_box_map50",
               "baseline_mask_map50", "agnostic_box_map50",
               "baseline_agnostic_box_map50", "host_within_3arcsec",
               "association_completeness", "association_purity"):

@@ -31,8 +31,10 @@ from ..catalogue import write_parquet
 from ..columns import DETECTIONS
 from ..fusion import MissingIRWarning, fuse
 from ..masks import encode_mask
+from ..noise import clipped_rms
 from ..sources import edge_contacts, ir_background, ir_host, ir_matched_filter
 from ..tileio import gaussian_sigma_pixels
+from .peaks import count_peaks, peak_class_probs
 from .train import load_model_file
 
 __all__ = ["model_id", "detect_batch", "infer_shard"]
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 
 COMPACT_CLASSES = ("1C_1P", "R")  # single-component classes of the schemes: hosts at the radio position
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 def model_id(path, meta=None):
@@ -138,13 +141,33 @@ def _mask_window(box, shape):
     return max(min(ya, ny - 1), 0), max(yb, 1), max(min(xa, nx - 1), 0), max(xb, 1)
 
 
+def _mask_peaks(radio, crop, y0, x0, noise, beam_fwhm):
+    """
+    `count_peaks` of the radio in a mask ``crop`` whose first pixel is cutout pixel (x0, y0),
+    on a window padded by a beam so that maxima at the mask's edge are judged against their
+    surroundings; -1 when the noise or the beam is unknown.
+    """
+    if not (np.isfinite(noise) and noise > 0 and np.isfinite(beam_fwhm) and beam_fwhm > 0):
+        return -1
+    pad = int(np.ceil(beam_fwhm))
+    ny, nx = radio.shape
+    ya, xa = max(y0 - pad, 0), max(x0 - pad, 0)
+    yb, xb = min(y0 + crop.shape[0] + pad, ny), min(x0 + crop.shape[1] + pad, nx)
+    window = np.zeros((yb - ya, xb - xa), dtype=bool)
+    window[y0 - ya : y0 - ya + crop.shape[0], x0 - xa : x0 - xa + crop.shape[1]] = crop
+    return count_peaks(radio[ya:yb, xa:xb], window, noise, beam_fwhm)
+
+
 def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score=0.0, host_psf_sigma=0.0,
-          beam_sigma=None):
+          beam_sigma=None, recount_peaks=False):
     """
     DETECTIONS rows of one cutout's detector output, its masks `_windowed` (IR host for scores
     >= ``host_min_score``, searched in the IR `ir_matched_filter`-ed with ``host_psf_sigma`` px,
     `ir_host`'s prior sized by the source deconvolved by ``beam_sigma`` px, at least the PSF's
-    sigma or 1 px).
+    sigma or 1 px). The radio peaks in each mask are counted (`count_peaks`, beam of
+    ``beam_sigma`` px; -1 when it is unknown) and, with ``recount_peaks``, the class
+    probabilities made to agree with them (`peak_class_probs`); ``model_probs`` keeps the
+    detector's own.
     """
     rows = []
     nan = ~np.isfinite(radio)
@@ -152,6 +175,8 @@ def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score
     background = None
     order = np.argsort(-out["scores"], kind="stable")
     shape = radio.shape
+    beam_fwhm = beam_sigma * FWHM_PER_SIGMA if beam_sigma else np.nan
+    noise = clipped_rms(radio[::2, ::2]) if np.isfinite(beam_fwhm) and len(order) else np.nan
     for k, j in enumerate(order):
         (ya, yb, xa, xb), soft_w = out["masks"][j]
         binary_w = soft_w >= 0.5
@@ -168,15 +193,19 @@ def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score
             mx0, my0 = min(max(mx0, 0), shape[1] - 1), min(max(my0, 0), shape[0] - 1)
             mx1, my1 = min(max(mx1, mx0 + 1), shape[1]), min(max(my1, my0 + 1), shape[0])
             crop = np.ones((my1 - my0, mx1 - mx0), dtype=bool)
+        n_peaks = _mask_peaks(radio, crop, my0, mx0, noise, beam_fwhm)
+        model_probs = out["probs"][j].astype(np.float32)
+        probs = peak_class_probs(model_probs, categories, n_peaks) if recount_peaks and n_peaks >= 0 else model_probs
+        label, score = int(np.argmax(probs)), float(probs.max())
         hx = hy = hscore = np.nan
-        if ir is not None and out["scores"][j] >= host_min_score:
+        if ir is not None and score >= host_min_score:
             if background is None:  # once per cutout
                 ir = ir_matched_filter(ir, host_psf_sigma)
                 background = ir_background(ir)
             binary, soft = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=np.float32)
             binary[my0:my1, mx0:mx1] = crop
             soft[ya:yb, xa:xb] = soft_w
-            compact = categories[int(out["labels"][j]) - 1] in COMPACT_CLASSES  # an extended one may be a lobe
+            compact = categories[label] in COMPACT_CLASSES  # an extended one may be a lobe
             hx, hy, hscore = ir_host(ir, soft, binary, background=background, radio=radio,
                                      beam_sigma=beam_sigma if compact else None,
                                      min_prior_sigma=max(1.0, host_psf_sigma))
@@ -186,8 +215,8 @@ def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score
             "box_x_min": b[0], "box_y_min": b[1], "box_x_max": b[2], "box_y_max": b[3],
             "tile_box_x_min": b[0] + x0, "tile_box_y_min": b[1] + y0,
             "tile_box_x_max": b[2] + x0, "tile_box_y_max": b[3] + y0,
-            "morph_class": categories[int(out["labels"][j]) - 1], "score": out["scores"][j],
-            "class_probs": out["probs"][j].astype(np.float32),
+            "morph_class": categories[label], "score": score, "class_probs": probs, "model_probs": model_probs,
+            "n_peaks": n_peaks,
             "mask_x_min": int(mx0 + x0), "mask_y_min": int(my0 + y0),
             "mask_rle": encode_mask(crop), "mask_npix": int(crop.sum()),
             "edges": edge_contacts(crop, (my0, mx0), shape), "touches_nan": bool((crop & nan_near[my0:my1, mx0:mx1]).any()),
@@ -236,7 +265,7 @@ def _windowed(out):
 
 
 def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories, host_min_score, host_psf_sigma,
-                beam_sigma):
+                beam_sigma, recount_peaks):
     """
     DETECTIONS rows of the cutouts ``start:start + len(outs)`` of a shard: their unpasted
     `detect_batch` outputs pasted, windowed and turned into `_rows`.
@@ -248,12 +277,12 @@ def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories,
     for j, out in enumerate(outs):
         out = _windowed(paste_masks(out, radio[j].shape))
         rows += _rows(out, radio[j], ir[j], ids[j], tile_id, int(x_min[j]), int(y_min[j]), categories,
-                      host_min_score, host_psf_sigma, beam_sigma)
+                      host_min_score, host_psf_sigma, beam_sigma, recount_peaks)
     return rows
 
 
 def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto", amp=True,
-                host_min_score=0.0, host_ir_psf_fwhm=0.0, workers=0):
+                host_min_score=0.0, host_ir_psf_fwhm=0.0, recount_peaks=True, workers=0):
     """
     Detections of every cutout of one shard, written to Parquet.
 
@@ -277,6 +306,10 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
     host_ir_psf_fwhm : float
         FWHM of the infrared PSF (arcsec; WISE W1: 6.1): hosts are searched in the IR smoothed
         by it (`skysift.sources.ir_matched_filter`); 0 searches the IR as it is.
+    recount_peaks : bool
+        Make each detection's class probabilities agree with the radio peaks counted in its mask
+        (`skysift.detection.peaks`; RGZ classes only, as CLARAN recommends); ``model_probs``
+        keeps the detector's own.
     workers : int
         Processes that read and fuse the cutouts ahead of the model and turn its output into
         rows (0: all in this process). A GPU outruns one CPU core at this: give it several.
@@ -323,7 +356,7 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
             outs = detect_batch(model, list(images), dev, amp=amp, paste=False)
             pending.append(run(_rows_range, str(shard_path), b, outs, ids[b : b + batch_size], tile_id,
                                x_min[b : b + batch_size], y_min[b : b + batch_size], categories, host_min_score,
-                               host_psf_sigma, beam_sigma))
+                               host_psf_sigma, beam_sigma, recount_peaks))
         for fut in pending:
             rows += fut.result()
     finally:
@@ -334,7 +367,7 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
     table = pd.DataFrame(rows, columns=[c.name for c in DETECTIONS])
     metadata = {"tile_id": str(attrs["tile_id"]), "shard": str(attrs["shard"]), "model_id": mid,
                 "categories": json.dumps(categories), "fusion": mode, "wcs_header": str(attrs["wcs_header"]),
-                "device": str(dev), "cutouts_per_s": f"{rate:.3f}"}
+                "device": str(dev), "cutouts_per_s": f"{rate:.3f}", "recount_peaks": json.dumps(bool(recount_peaks))}
     write_parquet(table, DETECTIONS, out_path, metadata)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
     log.info("%s: %d cutouts, %d detections in %.1f s: %.2f cutouts/s on %s (%s, %d threads)", shard_path, n,
