@@ -106,6 +106,7 @@ rule infer_shard:
         host_min_score=lookup(dpath="detection/source_min_score", within=config),
         host_ir_psf_fwhm=lookup(dpath="detection/host_ir_psf_fwhm", within=config),
         recount_peaks=lookup(dpath="detection/recount_peaks", within=config),
+        peak_count_error=lookup(dpath="detection/peak_count_error", within=config),
         workers=lookup(dpath="detection/workers", within=config),
     script:
         "../workflow_scripts/infer_shard.py"

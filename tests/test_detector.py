@@ -22,7 +22,7 @@ from skysift import simulate as sim
 from skysift.columns import DETECTIONS
 from skysift.cutouts import write_shards
 from skysift.detection import labels, model as M
-from skysift.detection.peaks import peak_class_probs
+from skysift.detection.peaks import PEAK_COUNT_ERROR, peak_class_probs
 from skysift.detection.train import (TrainSettings, augment, load_model_file, model_file_content, settings_digest,
                                      train)
 from skysift.masks import decode_mask
@@ -253,9 +253,10 @@ def test_infer_shard_writes_the_detection_contract(survey, tmp_path):
         assert f.attrs["has_ir"]
     # the peak recount: each component count's probability goes to the class of the counted peaks
     rgz = list(labels.SCHEMES["rgz"])
-    assert meta[b"recount_peaks"] == b"true" and (det.n_peaks >= 0).all()
+    assert meta[b"recount_peaks"] == b"true" and float(meta[b"peak_count_error"]) == PEAK_COUNT_ERROR
+    assert (det.n_peaks >= 0).all()
     for row in det.itertuples():
-        assert np.allclose(row.class_probs, peak_class_probs(row.model_probs, rgz, row.n_peaks))
+        assert np.allclose(row.class_probs, peak_class_probs(row.model_probs, rgz, row.n_peaks, PEAK_COUNT_ERROR))
         assert row.morph_class == rgz[int(np.argmax(row.class_probs))] and np.isclose(row.score, max(row.class_probs))
     raw = infer_shard(shard, tmp_path / "model.pt", tmp_path / "raw.parquet", batch_size=4, device="cpu",
                       recount_peaks=False)

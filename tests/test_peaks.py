@@ -105,11 +105,24 @@ def test_counted_peaks_give_the_truth_class_of_simulated_sources(tile):
 def test_class_probabilities_follow_the_counted_peaks():
     rgz = list(SCHEMES["rgz"])  # 1C_1P 1C_2P 1C_3P 2C_2P 2C_3P 3C_3P
     p = np.array([0.5, 0.2, 0.1, 0.1, 0.05, 0.02], dtype=np.float32)
-    assert np.allclose(peak_class_probs(p, rgz, 2), [0, 0.8, 0, 0.15, 0, 0.02])
-    assert np.allclose(peak_class_probs(p, rgz, 1), [0.8, 0, 0, 0.15, 0, 0.02])  # 2C needs 2 peaks
-    assert np.allclose(peak_class_probs(p, rgz, 0), [0.8, 0, 0, 0.15, 0, 0.02])
-    assert np.allclose(peak_class_probs(p, rgz, 7), [0, 0, 0.8, 0, 0.15, 0.02])
-    assert np.isclose(peak_class_probs(p, rgz, 3).sum(), p.sum())
+    # a count that is never wrong puts each component count's probability on its class
+    assert np.allclose(peak_class_probs(p, rgz, 2, 0.0), [0, 0.8, 0, 0.15, 0, 0.02])
+    assert np.allclose(peak_class_probs(p, rgz, 1, 0.0), [0.8, 0, 0, 0.15, 0, 0.02])  # 2C needs 2 peaks
+    assert np.allclose(peak_class_probs(p, rgz, 0, 0.0), [0.8, 0, 0, 0.15, 0, 0.02])
+    assert np.allclose(peak_class_probs(p, rgz, 7, 0.0), [0, 0, 0.8, 0, 0.15, 0.02])
+    # a count wrong 15 % of the time: Bayes within each group, totals kept
+    soft = peak_class_probs(p, rgz, 2, 0.15)
+    like = np.array([0.075, 0.85, 0.075])
+    assert np.allclose(soft[:3], 0.8 * p[:3] * like / (p[:3] * like).sum())
+    assert np.allclose(soft[3:5], 0.15 * p[3:5] * [0.85, 0.15] / (p[3:5] * [0.85, 0.15]).sum())  # 2 peaks: 2C_2P
+    assert np.isclose(soft[5], 0.02) and np.isclose(soft.sum(), p.sum())
+    # the count decides where the detector is unsure, not where it is confident
+    unsure = np.array([0.45, 0.4, 0.05, 0.0, 0.0, 0.0], dtype=np.float32)
+    sure = np.array([0.95, 0.01, 0.01, 0.0, 0.0, 0.0], dtype=np.float32)
+    assert np.argmax(peak_class_probs(unsure, rgz, 2)) == 1 and np.argmax(peak_class_probs(sure, rgz, 2)) == 0
+    assert np.argmax(peak_class_probs(sure, rgz, 2, 0.0)) == 1
+    with pytest.raises(ValueError, match="count_error"):
+        peak_class_probs(p, rgz, 2, 1.0)
     fr = list(SCHEMES["fr"])
     q = np.array([0.1, 0.6, 0.2, 0.05], dtype=np.float32)
     assert np.array_equal(peak_class_probs(q, fr, 2), q) and rgz_groups(fr) is None

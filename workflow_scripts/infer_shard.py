@@ -11,4 +11,4 @@ with rule_logging(snakemake.log[0], snakemake.threads):
     infer_shard(snakemake.input.shard, snakemake.input.model, snakemake.output.detections,
                 batch_size=p.batch_size, device=p.device, amp=p.amp,
                 host_min_score=p.host_min_score, host_ir_psf_fwhm=p.host_ir_psf_fwhm, recount_peaks=p.recount_peaks,
-                workers=p.workers)
+                peak_count_error=p.peak_count_error, workers=p.workers)

@@ -34,7 +34,7 @@ from ..masks import encode_mask
 from ..noise import clipped_rms
 from ..sources import edge_contacts, ir_background, ir_host, ir_matched_filter
 from ..tileio import gaussian_sigma_pixels
-from .peaks import count_peaks, peak_class_probs
+from .peaks import PEAK_COUNT_ERROR, count_peaks, peak_class_probs
 from .train import load_model_file
 
 __all__ = ["model_id", "detect_batch", "infer_shard"]
@@ -159,15 +159,15 @@ def _mask_peaks(radio, crop, y0, x0, noise, beam_fwhm):
 
 
 def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score=0.0, host_psf_sigma=0.0,
-          beam_sigma=None, recount_peaks=False):
+          beam_sigma=None, recount_peaks=False, peak_count_error=PEAK_COUNT_ERROR):
     """
     DETECTIONS rows of one cutout's detector output, its masks `_windowed` (IR host for scores
     >= ``host_min_score``, searched in the IR `ir_matched_filter`-ed with ``host_psf_sigma`` px,
     `ir_host`'s prior sized by the source deconvolved by ``beam_sigma`` px, at least the PSF's
     sigma or 1 px). The radio peaks in each mask are counted (`count_peaks`, beam of
     ``beam_sigma`` px; -1 when it is unknown) and, with ``recount_peaks``, the class
-    probabilities made to agree with them (`peak_class_probs`); ``model_probs`` keeps the
-    detector's own.
+    probabilities updated by them (`peak_class_probs` with ``peak_count_error``);
+    ``model_probs`` keeps the detector's own.
     """
     rows = []
     nan = ~np.isfinite(radio)
@@ -195,7 +195,8 @@ def _rows(out, radio, ir, cutout_id, tile_id, x0, y0, categories, host_min_score
             crop = np.ones((my1 - my0, mx1 - mx0), dtype=bool)
         n_peaks = _mask_peaks(radio, crop, my0, mx0, noise, beam_fwhm)
         model_probs = out["probs"][j].astype(np.float32)
-        probs = peak_class_probs(model_probs, categories, n_peaks) if recount_peaks and n_peaks >= 0 else model_probs
+        probs = peak_class_probs(model_probs, categories, n_peaks, peak_count_error) \
+            if recount_peaks and n_peaks >= 0 else model_probs
         label, score = int(np.argmax(probs)), float(probs.max())
         hx = hy = hscore = np.nan
         if ir is not None and score >= host_min_score:
@@ -265,7 +266,7 @@ def _windowed(out):
 
 
 def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories, host_min_score, host_psf_sigma,
-                beam_sigma, recount_peaks):
+                beam_sigma, recount_peaks, peak_count_error):
     """
     DETECTIONS rows of the cutouts ``start:start + len(outs)`` of a shard: their unpasted
     `detect_batch` outputs pasted, windowed and turned into `_rows`.
@@ -277,12 +278,13 @@ def _rows_range(shard_path, start, outs, ids, tile_id, x_min, y_min, categories,
     for j, out in enumerate(outs):
         out = _windowed(paste_masks(out, radio[j].shape))
         rows += _rows(out, radio[j], ir[j], ids[j], tile_id, int(x_min[j]), int(y_min[j]), categories,
-                      host_min_score, host_psf_sigma, beam_sigma, recount_peaks)
+                      host_min_score, host_psf_sigma, beam_sigma, recount_peaks, peak_count_error)
     return rows
 
 
 def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto", amp=True,
-                host_min_score=0.0, host_ir_psf_fwhm=0.0, recount_peaks=True, workers=0):
+                host_min_score=0.0, host_ir_psf_fwhm=0.0, recount_peaks=True, peak_count_error=PEAK_COUNT_ERROR,
+                workers=0):
     """
     Detections of every cutout of one shard, written to Parquet.
 
@@ -307,9 +309,11 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
         FWHM of the infrared PSF (arcsec; WISE W1: 6.1): hosts are searched in the IR smoothed
         by it (`skysift.sources.ir_matched_filter`); 0 searches the IR as it is.
     recount_peaks : bool
-        Make each detection's class probabilities agree with the radio peaks counted in its mask
+        Update each detection's class probabilities by the radio peaks counted in its mask
         (`skysift.detection.peaks`; RGZ classes only, as CLARAN recommends); ``model_probs``
         keeps the detector's own.
+    peak_count_error : float
+        Probability that the count misses the true number of peaks (`peak_class_probs`).
     workers : int
         Processes that read and fuse the cutouts ahead of the model and turn its output into
         rows (0: all in this process). A GPU outruns one CPU core at this: give it several.
@@ -356,7 +360,7 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
             outs = detect_batch(model, list(images), dev, amp=amp, paste=False)
             pending.append(run(_rows_range, str(shard_path), b, outs, ids[b : b + batch_size], tile_id,
                                x_min[b : b + batch_size], y_min[b : b + batch_size], categories, host_min_score,
-                               host_psf_sigma, beam_sigma, recount_peaks))
+                               host_psf_sigma, beam_sigma, recount_peaks, peak_count_error))
         for fut in pending:
             rows += fut.result()
     finally:
@@ -367,7 +371,8 @@ def infer_shard(shard_path, model_path, out_path, *, batch_size=8, device="auto"
     table = pd.DataFrame(rows, columns=[c.name for c in DETECTIONS])
     metadata = {"tile_id": str(attrs["tile_id"]), "shard": str(attrs["shard"]), "model_id": mid,
                 "categories": json.dumps(categories), "fusion": mode, "wcs_header": str(attrs["wcs_header"]),
-                "device": str(dev), "cutouts_per_s": f"{rate:.3f}", "recount_peaks": json.dumps(bool(recount_peaks))}
+                "device": str(dev), "cutouts_per_s": f"{rate:.3f}", "recount_peaks": json.dumps(bool(recount_peaks)),
+                "peak_count_error": json.dumps(float(peak_count_error))}
     write_parquet(table, DETECTIONS, out_path, metadata)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
     log.info("%s: %d cutouts, %d detections in %.1f s: %.2f cutouts/s on %s (%s, %d threads)", shard_path, n,
