@@ -66,3 +66,15 @@ def point_tile(tmp_path):
     img = gaussian_image(300, 400, sources, beam_sigma_pix=beam_sigma, rms=25e-6, seed=3)
     path = write_tile(tmp_path / "tile.fits", img, casda_header(300, 400))
     return path, sources
+
+
+SIM_FILES = ("radio.fits", "ir.fits", "tc.parquet", "ts.parquet", "meta.json")
+
+
+def simulate_files(folder, tile_id, seed, settings, *, ra=150.0, dec=-30.0):
+    """Simulate a tile into ``folder``: [radio, ir, truth components, truth sources, meta] paths."""
+    from skysift import simulate as sim
+
+    paths = [folder / n for n in SIM_FILES]
+    sim.simulate_tile(tile_id, ra, dec, seed, settings, *paths)
+    return paths

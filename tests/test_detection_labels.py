@@ -12,7 +12,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from numpy.testing import assert_array_equal
 
-from conftest import casda_header, gaussian_image, write_tile
+from conftest import casda_header, gaussian_image, simulate_files, write_tile
 from skysift import simulate as sim
 from skysift.detection import labels
 from skysift.masks import decode_mask
@@ -52,8 +52,7 @@ def test_annotate_cutout_clips_to_the_cutout_and_valid_pixels():
 def sim_tile(tmp_path_factory):
     folder = tmp_path_factory.mktemp("labels_sim")
     settings = sim.SimulationSettings(size=256, density_5sigma=3000.0, extended_fraction=0.3)
-    paths = [folder / n for n in ("radio.fits", "ir.fits", "tc.parquet", "ts.parquet", "meta.json")]
-    sim.simulate_tile("T1", RA, DEC, 3, settings, *paths)
+    paths = simulate_files(folder, "T1", 3, settings, ra=RA, dec=DEC)
     return folder, paths
 
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from conftest import simulate_files
 from skysift import simulate as sim
 from skysift.columns import DETECTIONS
 from skysift.cutouts import write_shards
@@ -38,8 +39,7 @@ def survey(tmp_path_factory):
     """A 256 px simulated tile, its training set on 64 px cutouts, and a 10-cutout subset of it."""
     folder = tmp_path_factory.mktemp("detector")
     settings = sim.SimulationSettings(size=256, density_5sigma=3000.0, extended_fraction=0.3)
-    paths = [folder / n for n in ("radio.fits", "ir.fits", "tc.parquet", "ts.parquet", "meta.json")]
-    sim.simulate_tile("T1", 150.0, -30.0, 3, settings, *paths)
+    paths = simulate_files(folder, "T1", 3, settings)
     labels.build_simulated_training_set(paths[0], paths[3], paths[2], "T1", folder / "train.h5", folder / "train.json",
                                         ir_path=paths[1], size=64, overlap=16)
     doc = json.loads((folder / "train.json").read_text())

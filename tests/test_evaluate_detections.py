@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import simulate_files
 from skysift import simulate as sim
 from skysift.catalogue import merge_tile, write_parquet
 from skysift.columns import COMPONENTS, CUTOUTS, DETECTIONS
@@ -49,8 +50,7 @@ def test_association_scores_by_hand():
 @pytest.mark.parametrize("scheme", ["rgz", "fr"])
 def test_a_perfect_detector_scores_one_and_beats_sep_islands(tmp_path, scheme):
     settings = sim.SimulationSettings(size=256, density_5sigma=3000.0, extended_fraction=0.3)
-    paths = [tmp_path / n for n in ("radio.fits", "ir.fits", "tc.parquet", "ts.parquet", "meta.json")]
-    sim.simulate_tile("T1", 150.0, -30.0, 4, settings, *paths)
+    paths = simulate_files(tmp_path, "T1", 4, settings)
     tile = open_tile(paths[0])
     truth = pd.read_parquet(paths[3])
     truth = truth[truth.mask_rle.notna()].reset_index(drop=True)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import gaussian_image, simulate_files
 from skysift import simulate as sim
 from skysift.detection.labels import SCHEMES, _source_peak_snr, rgz_category
 from skysift.detection.peaks import count_peaks, peak_class_probs, rgz_groups
@@ -19,9 +20,7 @@ SIGMA = 1.0
 
 def beams(shape, *sources):
     """Noiseless image of Gaussian beams: (x, y, peak) each."""
-    y, x = np.mgrid[: shape[0], : shape[1]].astype(float)
-    s = BEAM / (2 * np.sqrt(2 * np.log(2)))
-    return sum(a * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * s * s)) for x0, y0, a in sources)
+    return gaussian_image(*shape, sources, beam_sigma_pix=BEAM / (2 * np.sqrt(2 * np.log(2)))).astype(float)
 
 
 def test_two_resolved_beams_are_two_peaks_and_a_blend_is_one():
@@ -68,9 +67,7 @@ def test_peaks_of_a_detection_mask_in_its_cutout():
 def tile(tmp_path_factory):
     folder = tmp_path_factory.mktemp("peaks")
     settings = sim.SimulationSettings(size=1536, density_5sigma=800.0, extended_fraction=0.3)
-    paths = [folder / n for n in ("radio.fits", "ir.fits", "tc.parquet", "ts.parquet", "meta.json")]
-    sim.simulate_tile("P1", 150.0, -30.0, 11, settings, *paths)
-    return paths
+    return simulate_files(folder, "P1", 11, settings)
 
 
 def test_counted_peaks_give_the_truth_class_of_simulated_sources(tile):
