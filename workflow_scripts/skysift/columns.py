@@ -233,7 +233,8 @@ TRUTH_SOURCES = [
 ]
 
 DETECTIONS = [
-    _c("detection_id", STR, "", "Unique detection identifier: <cutout_id>_d<serial>, serial by decreasing score"),
+    _c("detection_id", STR, "", "Unique detection identifier: <cutout_id>_d<serial>, serial by the detector's decreasing "
+       "score (before the peak recount)"),
     _c("cutout_id", STR, "", "Cutout the detection was made on"),
     _c("tile_id", STR, "", "Survey tile"),
     _c("box_x_min", F32, "pix", "Box left edge in cutout pixels (pixel i spans [i, i+1))"),
