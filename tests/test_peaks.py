@@ -12,7 +12,7 @@ from skysift.detection.labels import SCHEMES, _source_peak_snr, rgz_category
 from skysift.detection.peaks import count_peaks, peak_class_probs, rgz_groups
 from skysift.masks import decode_mask
 from skysift.noise import clipped_rms
-from skysift.tileio import native_float32, open_tile
+from skysift.tileio import FWHM_PER_SIGMA, native_float32, open_tile
 
 BEAM = 7.5  # px: a 15" beam at 2"/px
 SIGMA = 1.0
@@ -20,7 +20,7 @@ SIGMA = 1.0
 
 def beams(shape, *sources):
     """Noiseless image of Gaussian beams: (x, y, peak) each."""
-    return gaussian_image(*shape, sources, beam_sigma_pix=BEAM / (2 * np.sqrt(2 * np.log(2)))).astype(float)
+    return gaussian_image(*shape, sources, beam_sigma_pix=BEAM / FWHM_PER_SIGMA).astype(float)
 
 
 def test_two_resolved_beams_are_two_peaks_and_a_blend_is_one():

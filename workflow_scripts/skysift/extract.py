@@ -29,6 +29,7 @@ from scipy.spatial import cKDTree
 
 from .columns import COMPONENTS
 from .cutouts import core_edges, grid_starts
+from .tileio import FWHM_PER_SIGMA
 
 __all__ = [
     "ExtractSettings",
@@ -50,8 +51,6 @@ FLAG_NAN_APERTURE = 1
 FLAG_STRIP_SEAM = 2
 FLAG_SEP_LIMIT = 4
 FLAG_RESIDUAL = 8
-
-FWHM_PER_SIGMA = 2 * np.sqrt(2 * np.log(2))
 
 
 @dataclass(frozen=True)

@@ -138,13 +138,16 @@ def pixel_scale_arcsec(wcs):
     return float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs.celestial)))) * 3600.0
 
 
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # of a Gaussian
+
+
 def gaussian_sigma_pixels(fwhm_arcsec, wcs_header):
     """
     Sigma of a Gaussian of ``fwhm_arcsec`` (arcsec) in pixels of the grid of ``wcs_header``,
     a `celestial_header` as a string (a cutout shard's ``wcs_header`` attribute).
     """
     scale = pixel_scale_arcsec(WCS(fits.Header.fromstring(wcs_header)))
-    return float(fwhm_arcsec) / scale / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    return float(fwhm_arcsec) / scale / FWHM_PER_SIGMA
 
 
 def celestial_header(header):

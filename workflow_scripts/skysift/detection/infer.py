@@ -33,7 +33,7 @@ from ..fusion import MissingIRWarning, fuse
 from ..masks import encode_mask
 from ..noise import clipped_rms
 from ..sources import edge_contacts, ir_background, ir_host, ir_matched_filter
-from ..tileio import gaussian_sigma_pixels
+from ..tileio import FWHM_PER_SIGMA, gaussian_sigma_pixels
 from .peaks import PEAK_COUNT_ERROR, count_peaks, peak_class_probs
 from .train import load_model_file
 
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 
 COMPACT_CLASSES = ("1C_1P", "R")  # single-component classes of the schemes: hosts at the radio position
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 def model_id(path, meta=None):

@@ -4,10 +4,10 @@ Radio peaks counted inside a detection's mask, and the RGZ class probabilities u
 The RGZ classes ``iC_jP`` count a source's components and its peaks. Wu et al. (2019, CLARAN,
 Sect. 6) found that the detector groups components well but confuses the number of peaks
 (1C_1P / 1C_2P / 1C_3P, 2C_2P / 2C_3P), and that "in practice, we can recover ground-truth peaks
-by rerunning the same peak calculation algorithm ... on each RoI detected". `count_peaks` is
+by rerunning the same peak calculation algorithm ... on each RoI detected". `count_peaks` runs
 that algorithm, the one that defines the peaks of the simulator's truth
 (`skysift.simulate.find_peaks`: local maxima above 4 sigma, resolved when at least half a beam
-apart) run on the noisy image inside the mask, with one addition for the noise: a fainter peak
+apart), on the noisy image, and keeps the peaks inside the mask, with one addition for the noise: a fainter peak
 counts only where the image dips by ``min_dip`` sigma on the way to every brighter one.
 `peak_class_probs` then treats the count as evidence on the number of peaks within each
 component group (the detector's ``1C_*``, ``2C_*``, ``3C_*``), wrong with probability
@@ -24,9 +24,10 @@ import re
 import numpy as np
 from scipy import ndimage
 
+from ..simulate import PEAK_SIGMA, find_peaks  # the truth's definition of a peak
+
 __all__ = ["PEAK_SIGMA", "PEAK_MIN_DIP", "PEAK_COUNT_ERROR", "count_peaks", "rgz_groups", "peak_class_probs"]
 
-PEAK_SIGMA = 4.0  # as the simulator's truth (skysift.simulate.PEAK_SIGMA)
 PEAK_MIN_DIP = 0.5  # sigma; chosen on the demo's two training tiles with their truth masks
 # how often the count misses a multi-peak source's class there (9 of 61 1C_2P and 1C_3P sources)
 PEAK_COUNT_ERROR = 0.15
@@ -69,26 +70,22 @@ def count_peaks(image, mask, sigma, beam_fwhm_px, *, min_snr=PEAK_SIGMA, min_dip
         return 0
     finite = np.isfinite(v)
     v = np.where(finite, v, -np.inf)
-    r = max(int(math.ceil(0.5 * beam_fwhm_px)), 1)
-    local_max = v == ndimage.maximum_filter(v, size=2 * r + 1, mode="constant", cval=-np.inf)
+    resolved = find_peaks(v, min_snr * sigma, 0.5 * beam_fwhm_px)  # (x, y), brightest first
+    usable = mask
     if not finite.all():  # beside blanked pixels a maximum is unknown: the rim of a hole is no peak
-        local_max &= ~ndimage.maximum_filter(~finite, size=2 * r + 1, mode="constant", cval=False)
-    jj, ii = np.nonzero(local_max & mask & (v > min_snr * sigma))
+        r = max(int(math.ceil(0.5 * beam_fwhm_px)), 1)
+        usable = mask & ~ndimage.maximum_filter(~finite, size=2 * r + 1, mode="constant", cval=False)
     kept = []
-    for k in np.argsort(-v[jj, ii], kind="stable"):
-        y, x = int(jj[k]), int(ii[k])
-        if all(_separate(v, (y, x), p, sigma, beam_fwhm_px, min_dip) for p in kept):
+    for x, y in resolved:
+        if usable[y, x] and all(_dips(v, (y, x), p, sigma, min_dip) for p in kept):
             kept.append((y, x))
     return len(kept)
 
 
-def _separate(v, faint, bright, sigma, beam_fwhm_px, min_dip):
-    """A fainter peak is resolved from a brighter one and dips by ``min_dip`` sigma towards it."""
+def _dips(v, faint, bright, sigma, min_dip):
+    """The image falls ``min_dip`` sigma below a fainter peak on the straight line to a brighter one."""
     (y, x), (by, bx) = faint, bright
-    d = math.hypot(x - bx, y - by)
-    if d < 0.5 * beam_fwhm_px:
-        return False
-    n = int(math.ceil(d)) + 1
+    n = int(math.ceil(math.hypot(x - bx, y - by))) + 1
     ys = np.rint(np.linspace(y, by, n)).astype(int)
     xs = np.rint(np.linspace(x, bx, n)).astype(int)
     return bool(v[y, x] - v[ys, xs].min() >= min_dip * sigma)
